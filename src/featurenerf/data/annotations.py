@@ -1,0 +1,259 @@
+"""Readers for the per-object annotations of featurenerf's annotated-object format.
+
+The format extends the SRN layout (see :mod:`featurenerf.data.srn`)::
+
+    <root>/meta.json                      # {"category", "part_names" (0 = "background"), "keypoint_names",
+                                          #  "near", "far", "background": "white" | "black"}
+    <root>/<category>_<split>/<object>/rgb/NNNNNN.png     # RGBA; alpha = object mask
+                                      /pose/NNNNNN.txt
+                                      /intrinsics.txt
+                                      /parts/NNNNNN.png   # uint8 label map, 0 = background
+                                      /keypoints.json     # {"xyz": [[x, y, z] | null, ...]}, world frame
+                                      /points.npz         # xyz (N, 3) float32, labels (N,) int
+
+Every annotation is optional (real SRN ships none), so each reader raises :class:`DataError` naming the
+missing file; callers add which task needed it. 2D keypoints are not stored: they are derived from the 3D
+keypoints by projection plus a visibility test (:func:`derive_keypoints_2d`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from featurenerf.data.srn import DataError, ObjectRecord, load_poses
+from featurenerf.geometry.cameras import project_points
+
+BACKGROUNDS = ("white", "black")
+
+
+@dataclass(frozen=True)
+class Meta:
+    """Dataset-wide annotation metadata from ``<root>/meta.json``."""
+
+    category: str
+    part_names: tuple[str, ...]
+    keypoint_names: tuple[str, ...]
+    near: float
+    far: float
+    background: str
+
+    def to_json(self) -> dict:
+        """The ``meta.json`` dictionary (lists instead of tuples)."""
+        return {
+            "category": self.category,
+            "part_names": list(self.part_names),
+            "keypoint_names": list(self.keypoint_names),
+            "near": self.near,
+            "far": self.far,
+            "background": self.background,
+        }
+
+
+def dataset_root(record: ObjectRecord) -> Path:
+    """The dataset root holding ``meta.json``: two levels above the object folder."""
+    return record.directory.parent.parent
+
+
+def read_meta(root: Path) -> Meta:
+    """Parse and validate ``<root>/meta.json``.
+
+    Raises:
+        DataError: "<root>/meta.json: missing (...)" when absent, or a one-line description when malformed.
+    """
+    path = Path(root) / "meta.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing (annotated datasets describe their parts and keypoints here)")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: malformed JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: malformed, expected a JSON object")
+    missing = [
+        k for k in ("category", "part_names", "keypoint_names", "near", "far", "background") if k not in raw
+    ]
+    if missing:
+        raise DataError(f"{path}: malformed, missing key(s) {', '.join(missing)}")
+    parts, kps = raw["part_names"], raw["keypoint_names"]
+    if not isinstance(raw["category"], str):
+        raise DataError(f"{path}: malformed, 'category' must be a string")
+    for key, names in (("part_names", parts), ("keypoint_names", kps)):
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DataError(f"{path}: malformed, {key!r} must be a list of strings")
+    if not parts or parts[0] != "background":
+        raise DataError(f"{path}: malformed, part_names[0] must be 'background'")
+    near, far = raw["near"], raw["far"]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (near, far)) or not 0 <= near < far:
+        raise DataError(f"{path}: malformed, need finite 0 <= near < far, got near={near!r} far={far!r}")
+    if raw["background"] not in BACKGROUNDS:
+        raise DataError(
+            f"{path}: malformed, background must be 'white' or 'black', got {raw['background']!r}"
+        )
+    return Meta(raw["category"], tuple(parts), tuple(kps), float(near), float(far), raw["background"])
+
+
+def part_map_path(record: ObjectRecord, view: int) -> Path:
+    """``parts/NNNNNN.png`` beside the view's ``rgb/NNNNNN.png``."""
+    return record.directory / "parts" / record.rgb_paths[view].with_suffix(".png").name
+
+
+def _open_image(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise DataError(f"{path}: missing")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: unreadable image ({err})") from err
+    return im
+
+
+def load_part_map(record: ObjectRecord, view: int, size: int | None = None) -> torch.Tensor:
+    """Part labels of one view, ``(H, W)`` int64 (0 = background, k = ``part_names[k]``).
+
+    ``size`` resizes to ``size`` x ``size`` with nearest neighbour (labels must not be blended).
+    """
+    path = part_map_path(record, view)
+    with _open_image(path) as im:
+        if im.mode not in ("L", "P", "I", "I;16"):
+            raise DataError(f"{path}: part map must be a single-channel label image, got mode {im.mode}")
+        labels = torch.from_numpy(np.asarray(im, dtype=np.int64).copy())
+    if size is not None and tuple(labels.shape) != (size, size):
+        labels = _resize_nearest(labels, size)
+    return labels
+
+
+def _resize_nearest(labels: torch.Tensor, size: int) -> torch.Tensor:
+    # "nearest-exact" samples at pixel centres (j + 0.5) * scale, matching our half-pixel convention.
+    out = torch.nn.functional.interpolate(labels[None, None].float(), size=(size, size), mode="nearest-exact")
+    return out[0, 0].round().long()
+
+
+def load_object_mask(record: ObjectRecord, view: int, size: int | None = None) -> torch.Tensor:
+    """Object mask of one view, ``(H, W)`` bool: alpha > 0 of the RGB(A) image.
+
+    Images without an alpha channel fall back to the part map (``parts > 0``). ``size`` resizes with
+    nearest neighbour.
+    """
+    path = record.rgb_paths[view]
+    with _open_image(path) as im:
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+        alpha = np.asarray(im.convert("RGBA"))[..., 3] if has_alpha else None
+    if alpha is None:
+        return load_part_map(record, view, size) > 0
+    mask = torch.from_numpy(alpha > 0)
+    if size is not None and tuple(mask.shape) != (size, size):
+        mask = _resize_nearest(mask.long(), size) > 0
+    return mask
+
+
+def load_keypoints_3d(record: ObjectRecord) -> torch.Tensor:
+    """The object's 3D keypoints ``(K, 3)`` float32 in the world (object) frame; NaN rows where null."""
+    path = record.directory / "keypoints.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: malformed JSON ({err})") from err
+    rows = raw.get("xyz") if isinstance(raw, dict) else None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: malformed, expected {{'xyz': [[x, y, z] or null, ...]}}")
+    out = torch.full((len(rows), 3), float("nan"), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        ok = isinstance(row, list) and len(row) == 3
+        ok = ok and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row
+        )
+        if not ok:
+            raise DataError(f"{path}: malformed keypoint row {i}, expected 3 finite numbers or null")
+        out[i] = torch.tensor(row, dtype=torch.float32)
+    return out
+
+
+def load_points(record: ObjectRecord) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labelled surface points: xyz ``(N, 3)`` float32 and part labels ``(N,)`` int64."""
+    path = record.directory / "points.npz"
+    if not path.is_file():
+        raise DataError(f"{path}: missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "xyz" not in z or "labels" not in z:
+                raise DataError(f"{path}: malformed, needs arrays 'xyz' and 'labels'")
+            xyz, labels = z["xyz"], z["labels"]
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from err
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or labels.shape != (xyz.shape[0],):
+        raise DataError(
+            f"{path}: malformed, xyz must be (N, 3) and labels (N,), got {xyz.shape}, {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or not np.isfinite(xyz).all():
+        raise DataError(f"{path}: malformed, xyz must be finite and labels integers")
+    return torch.from_numpy(xyz.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+
+def derive_keypoints_2d(
+    record: ObjectRecord,
+    view: int,
+    size: int,
+    kp3d: torch.Tensor | None = None,
+    *,
+    radius_world: float = 0.03,
+    depth_tolerance: float = 0.03,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project the 3D keypoints into one view and decide which are visible.
+
+    A keypoint is **visible** iff all of these hold:
+
+    1. its coordinates are finite (null keypoints are never visible) and it is in front of the camera;
+    2. it projects inside the ``size`` x ``size`` image;
+    3. it is not occluded: a sparse z-buffer is built from the object's ``points.npz`` surface points, and
+       the keypoint's depth must be <= (the smallest depth of surface points projecting within a small
+       neighbourhood of it) + ``depth_tolerance``. The neighbourhood radius is ``radius_world`` world
+       units converted to pixels at the keypoint's depth (at least one pixel), so it adapts to the point
+       spacing rather than to the image size; an empty neighbourhood counts as unoccluded;
+    4. the part map at its pixel is not background (catches silhouette-edge keypoints and occluders the
+       point sample missed).
+
+    Args:
+        record: the object; view: view index; size: output image side in pixels.
+        kp3d: ``(K, 3)`` keypoints (loaded with :func:`load_keypoints_3d` when None).
+    Returns:
+        uv ``(K, 2)`` float pixel positions at ``size`` (pixel centres at ``j + 0.5``, OpenCV), NaN for null
+        keypoints, and visible ``(K,)`` bool.
+    """
+    if kp3d is None:
+        kp3d = load_keypoints_3d(record)
+    c2w = load_poses(record, [view])[0]
+    focal, centre = record.intrinsics.at_size(size, size)
+    uv, depth = project_points(kp3d, c2w, focal, centre)
+    finite = torch.isfinite(kp3d).all(-1)
+    uv = torch.where(finite[:, None], uv, torch.full_like(uv, float("nan")))
+    inside = finite & (depth > 0) & (uv >= 0).all(-1) & (uv < size).all(-1)
+
+    visible = inside.clone()
+    if inside.any():
+        xyz, _ = load_points(record)
+        p_uv, p_depth = project_points(xyz, c2w, focal, centre)
+        front = p_depth > 0
+        p_uv, p_depth = p_uv[front], p_depth[front]
+        radius_px = (radius_world * focal.mean() / depth.clamp_min(1e-6)).clamp_min(1.0)  # (K,)
+        dist = torch.cdist(uv[inside], p_uv)  # (K_in, N)
+        near = dist <= radius_px[inside, None]
+        masked = torch.where(near, p_depth[None, :], torch.full_like(dist, float("inf")))
+        zmin = masked.min(dim=1).values
+        unoccluded = depth[inside] <= zmin + depth_tolerance
+        parts = load_part_map(record, view, size)
+        ij = uv[inside].floor().long()
+        on_object = parts[ij[:, 1], ij[:, 0]] > 0
+        visible[inside] = unoccluded & on_object
+    return uv, visible
