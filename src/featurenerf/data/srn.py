@@ -116,6 +116,17 @@ def load_image(path: Path, size: int | None = None, background: str = "white") -
 
     ``size`` resizes (area-averaging, as antialiased downsampling) to ``size`` x ``size``.
     """
+    return load_image_and_mask(path, size, background)[0]
+
+
+def load_image_and_mask(
+    path: Path, size: int | None = None, background: str = "white"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`load_image`, also returning the object mask ``(H, W)`` bool.
+
+    The mask is the alpha channel (> 0.5) when the file has one; otherwise the pixels that differ from
+    the background colour (SRN and our generator write alpha, so the fallback is for other sources).
+    """
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -126,9 +137,15 @@ def load_image(path: Path, size: int | None = None, background: str = "white") -
     bg = 1.0 if background == "white" else 0.0
     rgb = rgba[..., :3] * rgba[..., 3:] + bg * (1.0 - rgba[..., 3:])
     img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    has_alpha = bool((rgba[..., 3] < 1.0).any())
+    if has_alpha:
+        alpha = torch.from_numpy(np.ascontiguousarray(rgba[..., 3]))
+    else:
+        alpha = ((img - bg).abs().amax(0) > 2.0 / 255).float()
     if size is not None and (img.shape[1] != size or img.shape[2] != size):
         img = torch.nn.functional.interpolate(img[None], size=(size, size), mode="area")[0]
-    return img.clamp(0, 1)
+        alpha = torch.nn.functional.interpolate(alpha[None, None], size=(size, size), mode="area")[0, 0]
+    return img.clamp(0, 1), alpha > 0.5
 
 
 def split_dirs(root: Path, split: str, category: str | None = None) -> list[Path]:
