@@ -6,6 +6,7 @@ The trunk's parameter names match torchvision's ``resnet34`` so a torchvision st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -76,16 +77,28 @@ class ResNetEncoder(nn.Module):
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"{p}: encoder weights not found")
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        try:
+            if p.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            state = load_file(str(p))
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+                state = load_file(str(p))
+            else:
+                state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch's own messages are many lines and do not name the file
+            raise ValueError(f"{p}: cannot read as a plain state dict ({type(exc).__name__})") from exc
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{p}: expected a state dict (name -> tensor), got a {type(state).__name__}")
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         if missing:
             raise ValueError(f"{p}: not a torchvision resnet34 state dict (missing e.g. {missing[0]!r})")
+        wrong = [k for k, v in own.items() if getattr(state[k], "shape", None) != v.shape]
+        if wrong:
+            k = wrong[0]
+            raise ValueError(
+                f"{p}: not a torchvision resnet34 state dict ({k!r} has shape "
+                f"{tuple(getattr(state[k], 'shape', ()))}, expected {tuple(own[k].shape)})"
+            )
         self.load_state_dict({k: state[k] for k in own})
 
     def forward(self, images: Tensor) -> Tensor:
