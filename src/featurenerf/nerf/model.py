@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from featurenerf.geometry.cameras import pixel_centers, project_points, rays_from_pixels, rotate_to_camera, uv_to_grid
+from featurenerf.geometry.cameras import (
+    pixel_centers,
+    project_points,
+    rays_from_pixels,
+    rotate_to_camera,
+    uv_to_grid,
+)
 from featurenerf.nerf.encoder import ResNetEncoder
 from featurenerf.nerf.encoding import PositionalEncoding
 from featurenerf.nerf.mlp import ResnetMLP
@@ -212,8 +218,10 @@ class FeatureNeRFNet(nn.Module):
         if squeeze:
             xyz = xyz[None]
             viewdirs = None if viewdirs is None else viewdirs[None]
-        outs = [self.query(cond, part, None if viewdirs is None else viewdirs[:, i : i + part.shape[1]])["hidden"]
-                for i, part in zip(range(0, xyz.shape[1], self.chunk * 16), xyz.split(self.chunk * 16, dim=1))]
+        outs = [
+            self.query(cond, part, None if viewdirs is None else viewdirs[:, i : i + part.shape[1]])["hidden"]
+            for i, part in zip(range(0, xyz.shape[1], self.chunk * 16), xyz.split(self.chunk * 16, dim=1))
+        ]
         hidden = torch.cat(outs, dim=1)
         return hidden[0] if squeeze else hidden
 
@@ -263,7 +271,9 @@ class FeatureNeRFNet(nn.Module):
         out: dict[str, Tensor] = {}
         for i in range(b):  # per object: the number of live samples differs
             idx = alive[i].reshape(-1).nonzero().squeeze(1)
-            raw = self.query(cond.select(i), xyz[i].reshape(1, -1, 3)[:, idx], vd[i].reshape(1, -1, 3)[:, idx])
+            raw = self.query(
+                cond.select(i), xyz[i].reshape(1, -1, 3)[:, idx], vd[i].reshape(1, -1, 3)[:, idx]
+            )
             for k, v in raw.items():
                 full = v.new_zeros((r * n, *v.shape[2:]))
                 full[idx] = v[0]
@@ -285,6 +295,7 @@ class FeatureNeRFNet(nn.Module):
         outputs: Iterable[str] = ("rgb", "depth", "opacity", "features", "coords"),
         perturb: bool = False,
         skip_empty: bool = False,
+        generator: torch.Generator | None = None,
     ) -> dict[str, dict[str, Tensor]]:
         """Coarse and fine volume rendering of rays.
 
@@ -294,6 +305,7 @@ class FeatureNeRFNet(nn.Module):
             perturb: jitter the samples (training); deterministic otherwise.
             skip_empty: render-time empty-space skipping and early termination (``scene_radius``,
                 ``stop_transmittance``); training never skips.
+            generator: random source for ``perturb`` (reproducible, resumable runs).
         Returns:
             ``{"coarse": {...}, "fine": {...}}``, each name mapping to (B, R, C) or (B, R).
         """
@@ -303,18 +315,22 @@ class FeatureNeRFNet(nn.Module):
         near = origins.new_full((flat,), self.near)
         far = origins.new_full((flat,), self.far)
 
-        z_c = stratified_samples(near, far, self.n_coarse, perturb).reshape(b, r, -1)
+        z_c = stratified_samples(near, far, self.n_coarse, perturb, generator).reshape(b, r, -1)
         alive = self._alive_samples(origins, dirs, z_c) if skip_empty else None
         raw_c = self._query_rays(cond, origins, dirs, z_c, alive)
         xyz_c = origins[:, :, None] + z_c[..., None] * dirs[:, :, None]
         flat_raw = {k: v.reshape(flat, *v.shape[2:]) for k, v in raw_c.items()}
         need_depth = tuple(dict.fromkeys((*outputs, "depth")))
-        coarse, w_c = self._composite_pass(z_c.reshape(flat, -1), flat_raw, xyz_c.reshape(flat, -1, 3), far, need_depth)
+        coarse, w_c = self._composite_pass(
+            z_c.reshape(flat, -1), flat_raw, xyz_c.reshape(flat, -1, 3), far, need_depth
+        )
 
         z_new = torch.cat(
             [
-                importance_samples(w_c, near, far, self.n_fine, perturb),
-                depth_guided_samples(coarse["depth"], near, far, self.n_fine_depth, self.depth_std, perturb),
+                importance_samples(w_c, near, far, self.n_fine, perturb, generator),
+                depth_guided_samples(
+                    coarse["depth"], near, far, self.n_fine_depth, self.depth_std, perturb, generator
+                ),
             ],
             dim=-1,
         ).reshape(b, r, -1)
@@ -333,10 +349,14 @@ class FeatureNeRFNet(nn.Module):
                 raw_f[k] = merged.gather(2, idx)
         else:
             z_f, _ = torch.cat([z_c, z_new], dim=-1).sort(dim=-1)
-            raw_f = self._query_rays(cond, origins, dirs, z_f, self._alive_samples(origins, dirs, z_f) if skip_empty else None)
+            raw_f = self._query_rays(
+                cond, origins, dirs, z_f, self._alive_samples(origins, dirs, z_f) if skip_empty else None
+            )
         xyz_f = origins[:, :, None] + z_f[..., None] * dirs[:, :, None]
         flat_raw = {k: v.reshape(flat, *v.shape[2:]) for k, v in raw_f.items()}
-        fine, _ = self._composite_pass(z_f.reshape(flat, -1), flat_raw, xyz_f.reshape(flat, -1, 3), far, outputs)
+        fine, _ = self._composite_pass(
+            z_f.reshape(flat, -1), flat_raw, xyz_f.reshape(flat, -1, 3), far, outputs
+        )
 
         def unflat(d: dict[str, Tensor]) -> dict[str, Tensor]:
             return {k: v.reshape(b, r, *v.shape[1:]) for k, v in d.items() if k in outputs}
@@ -384,7 +404,9 @@ class FeatureNeRFNet(nn.Module):
         parts: dict[str, list[Tensor]] = {k: [] for k in outputs}
         for start in range(0, height * width, chunk):
             sl = slice(start, start + chunk)
-            res = self.render_rays(cond, origins[:, sl], dirs[:, sl], outputs, perturb=False, skip_empty=skip_empty)
+            res = self.render_rays(
+                cond, origins[:, sl], dirs[:, sl], outputs, perturb=False, skip_empty=skip_empty
+            )
             for k in outputs:
                 parts[k].append(res["fine"][k])
         return {k: torch.cat(v, dim=1).reshape(b, height, width, *v[0].shape[2:]) for k, v in parts.items()}

@@ -1,0 +1,193 @@
+"""Torch datasets over object records: training rays and held-out novel views.
+
+Pixel convention for every target: pixel ``(i, j)`` (row, column) has its centre at ``u = j + 0.5``,
+``v = i + 0.5`` (see :mod:`featurenerf.geometry.cameras`). A training ray goes through a pixel centre; its
+colour target is that pixel and its distillation target is the teacher map sampled bilinearly at the same
+``(u, v)`` with ``align_corners=False`` — the teacher map covers the image, so a feature cell of stride
+``s`` has its centre at ``s * (j' + 0.5)`` in image pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from featurenerf.data.srn import ObjectRecord, load_image_and_mask, load_poses
+from featurenerf.geometry.cameras import rays_from_pixels, uv_to_grid
+
+
+def sample_teacher_at(features: Tensor, uv: Tensor, height: int, width: int) -> Tensor:
+    """Bilinearly sample teacher maps at image pixel positions.
+
+    Args:
+        features: (V, D, h, w) maps covering (H, W) images. uv: (V, R, 2) pixel positions.
+    Returns:
+        (V, R, D).
+    """
+    grid = uv_to_grid(uv, width, height)[:, :, None]  # (V, R, 1, 2)
+    out = F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2)
+
+
+def mask_bbox(mask: Tensor) -> Tensor:
+    """Inclusive pixel bounding box ``(i0, j0, i1, j1)`` of a (H, W) mask; the whole image when empty."""
+    rows = mask.any(1).nonzero()
+    cols = mask.any(0).nonzero()
+    if len(rows) == 0:
+        return torch.tensor([0, 0, mask.shape[0] - 1, mask.shape[1] - 1])
+    return torch.stack([rows.min(), cols.min(), rows.max(), cols.max()])
+
+
+class ObjectViews:
+    """Loads the views of one object at a fixed size (images, masks, poses, intrinsics, teacher maps)."""
+
+    def __init__(self, image_size: int, background: str, cache=None) -> None:
+        self.image_size = image_size
+        self.background = background
+        self.cache = cache
+
+    def load(
+        self, record: ObjectRecord, views: Sequence[int], with_teacher: bool = True
+    ) -> dict[str, Tensor]:
+        """Returns images (V, 3, S, S), masks (V, S, S), poses (V, 4, 4), focal (2,), c (2,) and, with a
+        cache, teacher (V, D, h, w)."""
+        loaded = [load_image_and_mask(record.rgb_paths[v], self.image_size, self.background) for v in views]
+        focal, c = record.intrinsics.at_size(self.image_size, self.image_size)
+        out = {
+            "images": torch.stack([im for im, _ in loaded]),
+            "masks": torch.stack([m for _, m in loaded]),
+            "poses": load_poses(record, list(views)),
+            "focal": focal,
+            "c": c,
+        }
+        if with_teacher and self.cache is not None:
+            out["teacher"] = self.cache.load(record, list(views))
+        return out
+
+
+class TrainRays(Dataset):
+    """One item per (object, draw): random source view(s) and ``rays_per_object`` target rays.
+
+    Target rays come from all views of the object (FeatureNeRF's setting); each ray's view is drawn
+    uniformly and only the views drawn are loaded. Two ray sets are returned with the same views: ``bbox``
+    (pixels inside the object's 2D bounding box, used early in training) and ``full`` (any pixel); the
+    module picks one by step. Randomness is a pure function of ``(seed, index)`` so a run is reproducible
+    and resumable: index ``k`` maps to object ``k mod N`` of a per-round permutation.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ObjectRecord],
+        views: ObjectViews,
+        num_src_views: int = 1,
+        rays_per_object: int = 128,
+        seed: int = 0,
+        length: int | None = None,
+    ) -> None:
+        if not records:
+            raise ValueError("no training objects")
+        self.records = list(records)
+        self.views = views
+        self.num_src_views = num_src_views
+        self.rays_per_object = rays_per_object
+        self.seed = seed
+        self.length = length or len(self.records)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _object_index(self, k: int) -> int:
+        n = len(self.records)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + k // n))
+        return int(perm[k % n])
+
+    def __getitem__(self, k: int) -> dict:
+        record = self.records[self._object_index(k)]
+        g = torch.Generator().manual_seed(self.seed * 7_919 + 104_729 * k + 1)
+        nv, r, s = record.num_views, self.rays_per_object, self.views.image_size
+        src = torch.randperm(nv, generator=g)[: self.num_src_views].tolist()
+        ray_views = torch.randint(nv, (r,), generator=g)
+        unique, inverse = ray_views.unique(return_inverse=True)
+        tgt = self.views.load(record, unique.tolist())
+        src_data = self.views.load(record, src, with_teacher=False)
+
+        # Full-image pixels and bbox pixels, for the same ray views.
+        full_ij = torch.randint(s, (r, 2), generator=g)
+        boxes = torch.stack([mask_bbox(m) for m in tgt["masks"]])[inverse]  # (R, 4)
+        lo, hi = boxes[:, :2], boxes[:, 2:]
+        frac = torch.rand((r, 2), generator=g)
+        bbox_ij = (lo + (frac * (hi - lo + 1)).long().clamp_max(hi - lo)).long()
+
+        out = {
+            "src_images": src_data["images"],
+            "src_poses": src_data["poses"],
+            "focal": tgt["focal"],
+            "c": tgt["c"],
+            "rays": {},
+        }
+        for name, ij in (("full", full_ij), ("bbox", bbox_ij)):
+            uv = ij.flip(-1).float() + 0.5  # (u, v) pixel centres
+            poses = tgt["poses"][inverse]
+            origins, dirs = rays_from_pixels(uv, poses, tgt["focal"], tgt["c"])
+            rays = {
+                "origins": origins,
+                "dirs": dirs,
+                "rgb": tgt["images"][inverse, :, ij[:, 0], ij[:, 1]],
+                "uv": uv,
+            }
+            if "teacher" in tgt:
+                # Sample each ray's own view: gather per view, then index.
+                per_view = sample_teacher_at(tgt["teacher"], uv[None].expand(len(unique), -1, -1), s, s)
+                rays["teacher"] = per_view[inverse, torch.arange(r)]
+            out["rays"][name] = rays
+        return out
+
+
+class NovelViews(Dataset):
+    """Held-out objects: one (or more) fixed source view(s) and ``num_target_views`` full target views.
+
+    Views are drawn once with ``seed`` so every evaluation uses the same ones.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ObjectRecord],
+        views: ObjectViews,
+        num_src_views: int = 1,
+        num_target_views: int = 2,
+        seed: int = 0,
+    ) -> None:
+        self.records = list(records)
+        self.views = views
+        self.choices = []
+        for i, rec in enumerate(self.records):
+            g = torch.Generator().manual_seed(seed * 31 + i)
+            perm = torch.randperm(rec.num_views, generator=g).tolist()
+            self.choices.append(
+                (perm[:num_src_views], perm[num_src_views : num_src_views + num_target_views])
+            )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        src, tgt = self.choices[i]
+        s = self.views.load(self.records[i], src, with_teacher=False)
+        t = self.views.load(self.records[i], tgt)
+        out = {
+            "src_images": s["images"],
+            "src_poses": s["poses"],
+            "focal": s["focal"],
+            "c": s["c"],
+            "tgt_images": t["images"],
+            "tgt_masks": t["masks"],
+            "tgt_poses": t["poses"],
+            "index": torch.tensor(i),
+        }
+        if "teacher" in t:
+            out["tgt_teacher"] = t["teacher"]
+        return out

@@ -1,0 +1,288 @@
+"""The LightningModule: a thin layer of losses, optimiser, logging and validation around the plain net.
+
+Hyper-parameters are flat plain types (so checkpoints load with ``weights_only=True``) and mirror
+:class:`~featurenerf.nerf.model.FeatureNeRFNet`'s constructor. The teacher is not part of the module: the
+datamodule provides its (cached) maps with each batch, so frozen teacher weights never enter a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
+from featurenerf.visualize import feature_pca_pair, save_image_grid
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many steps had non-finite losses or gradients."""
+
+
+class FeatureNeRF(L.LightningModule):
+    """Generalizable NeRF with FeatureNeRF's distillation and canonical-coordinate heads.
+
+    Args:
+        feature_dim: distilled feature width; linked from the teacher (``data.feature_dim``) by the CLI.
+        encoder_layers, encoder_weights, d_hidden, n_blocks, n_inject, combine_layer, num_freqs,
+            freq_factor, use_viewdirs, n_coarse, n_fine, n_fine_depth, depth_std, near, far, background,
+            reuse_coarse, scene_radius, stop_transmittance, chunk: see
+            :class:`~featurenerf.nerf.model.FeatureNeRFNet` (same names, same paper defaults).
+        rgb_weight, distill_weight, coord_weight: loss weights (paper: 1 / 0.25 / 0.25), each applied to
+            the coarse and the fine pass.
+        lr: Adam learning rate (1e-4, no decay).
+        bbox_steps: draw training rays inside the object's 2D box for this many steps (paper: 100k).
+        max_skip_fraction: stop with an error when more than this fraction of steps (after
+            ``skip_grace_steps``) had non-finite losses or gradients.
+        val_pictures: how many validation objects get picture grids per validation run.
+        compile: ``torch.compile`` the MLP (opt-in).
+    """
+
+    def __init__(
+        self,
+        feature_dim: int = 384,
+        encoder_layers: int = 4,
+        encoder_weights: str | None = None,
+        d_hidden: int = 512,
+        n_blocks: int = 5,
+        n_inject: int = 3,
+        combine_layer: int = 3,
+        num_freqs: int = 6,
+        freq_factor: float = 1.5,
+        use_viewdirs: bool = True,
+        n_coarse: int = 64,
+        n_fine: int = 16,
+        n_fine_depth: int = 16,
+        depth_std: float = 0.01,
+        near: float = 0.8,
+        far: float = 1.8,
+        background: str = "white",
+        reuse_coarse: bool = True,
+        scene_radius: float | None = None,
+        stop_transmittance: float = 0.0,
+        chunk: int = 4096,
+        rgb_weight: float = 1.0,
+        distill_weight: float = 0.25,
+        coord_weight: float = 0.25,
+        lr: float = 1e-4,
+        bbox_steps: int = 100_000,
+        max_skip_fraction: float = 0.2,
+        skip_grace_steps: int = 20,
+        val_pictures: int = 2,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = FeatureNeRFNet(
+            feature_dim=feature_dim,
+            encoder_layers=encoder_layers,
+            encoder_weights=encoder_weights,
+            d_hidden=d_hidden,
+            n_blocks=n_blocks,
+            n_inject=n_inject,
+            combine_layer=combine_layer,
+            num_freqs=num_freqs,
+            freq_factor=freq_factor,
+            use_viewdirs=use_viewdirs,
+            n_coarse=n_coarse,
+            n_fine=n_fine,
+            n_fine_depth=n_fine_depth,
+            depth_std=depth_std,
+            near=near,
+            far=far,
+            background=background,
+            reuse_coarse=reuse_coarse,
+            scene_radius=scene_radius,
+            stop_transmittance=stop_transmittance,
+            chunk=chunk,
+        )
+        if compile:
+            self.net.mlp = torch.compile(self.net.mlp)
+        # Counted in the checkpoint so a resumed run keeps its skip statistics.
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("seen_steps", torch.zeros((), dtype=torch.long))
+        self.tasks = None  # set by the CLI / datamodule wiring for task validation loops
+
+    # ------------------------------------------------------------------ public API (delegates to net)
+    def encode(self, images: Tensor, poses: Tensor, focal: Tensor, c: Tensor) -> Conditioning:
+        """See :meth:`FeatureNeRFNet.encode`."""
+        return self.net.encode(images, poses, focal, c)
+
+    def point_features(self, cond: Conditioning, xyz: Tensor, viewdirs: Tensor | None = None) -> Tensor:
+        """See :meth:`FeatureNeRFNet.point_features`."""
+        return self.net.point_features(cond, xyz, viewdirs)
+
+    def render_features(
+        self, cond: Conditioning, pose: Tensor, focal: Tensor, c: Tensor, height: int, width: int
+    ):
+        """See :meth:`FeatureNeRFNet.render_features`."""
+        return self.net.render_features(cond, pose, focal, c, height, width)
+
+    # ------------------------------------------------------------------ training
+    def _generator(self) -> torch.Generator:
+        # Sample jitter is a pure function of (seed, step, rank): a resumed run draws the same samples.
+        seed = (torch.initial_seed() % (2**31)) * 1_000_003 + self.global_step * 97 + self.global_rank
+        return torch.Generator(device=self.device).manual_seed(seed % (2**63))
+
+    def compute_losses(self, batch: dict, rays: dict) -> dict[str, Tensor]:
+        """RGB, distillation and coordinate losses on both passes; ``loss`` is their weighted sum."""
+        h = self.hparams
+        cond = self.net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
+        use_distill = h.distill_weight > 0 and self.net.feature_dim > 0 and "teacher" in rays
+        outputs = ["rgb"]
+        if use_distill:
+            outputs.append("features")
+        if h.coord_weight > 0:
+            outputs.append("coords")
+        out = self.net.render_rays(
+            cond, rays["origins"], rays["dirs"], outputs, perturb=True, generator=self._generator()
+        )
+        terms: dict[str, Tensor] = {}
+        total = rays["origins"].new_zeros(())
+        for pass_name in ("coarse", "fine"):
+            res = out[pass_name]
+            terms[f"rgb_{pass_name}"] = F.mse_loss(res["rgb"], rays["rgb"])
+            total = total + h.rgb_weight * terms[f"rgb_{pass_name}"]
+            if use_distill:
+                terms[f"distill_{pass_name}"] = F.mse_loss(res["features"], rays["teacher"])
+                total = total + h.distill_weight * terms[f"distill_{pass_name}"]
+            if "coords" in res:
+                # Squared norm of the ray-averaged residual (prediction − true sample position).
+                terms[f"coord_{pass_name}"] = res["coords"].pow(2).sum(-1).mean()
+                total = total + h.coord_weight * terms[f"coord_{pass_name}"]
+        terms["loss"] = total
+        with torch.no_grad():
+            terms["psnr"] = -10 * torch.log10(terms["rgb_fine"].clamp_min(1e-10))
+        return terms
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        key = "bbox" if self.global_step < self.hparams.bbox_steps else "full"
+        terms = self.compute_losses(batch, batch["rays"][key])
+        self.seen_steps += 1
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            self._count_skip("loss")
+            return None  # Lightning skips backward and the optimiser step
+        bs = batch["src_images"].shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, prog_bar=False, batch_size=bs)
+        self.log("train/psnr", terms["psnr"], prog_bar=True, batch_size=bs)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not all(torch.isfinite(g).all() for g in grads):
+            for p in self.parameters():
+                p.grad = None  # Adam leaves parameters without gradients untouched: the step is skipped
+            self._count_skip("gradient")
+
+    def _count_skip(self, what: str) -> None:
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", self.skipped_steps.float(), batch_size=1)
+        seen = int(self.seen_steps)
+        frac = int(self.skipped_steps) / max(seen, 1)
+        print(
+            f"step {self.global_step}: non-finite {what}, step skipped ({int(self.skipped_steps)} so far)",
+            file=sys.stderr,
+        )
+        if seen >= self.hparams.skip_grace_steps and frac > self.hparams.max_skip_fraction:
+            raise TrainingDiverged(
+                f"{int(self.skipped_steps)} of {seen} steps had non-finite losses or gradients "
+                f"(> model.max_skip_fraction={self.hparams.max_skip_fraction}); lower model.lr or check the data"
+            )
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:
+            self._novel_view_step(batch, batch_idx)
+        elif self.tasks is not None:
+            self.tasks.validation_step(self, batch, batch_idx, dataloader_idx)
+
+    def _novel_view_step(self, batch: dict, batch_idx: int) -> None:
+        cond = self.net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
+        tgt = batch["tgt_images"][0]  # (T, 3, H, W)
+        t, _, hgt, wid = tgt.shape
+        want = ("rgb", "features") if self.net.feature_dim > 0 and "tgt_teacher" in batch else ("rgb",)
+        preds, feats = [], []
+        for i in range(t):
+            out = self.net.render_image(
+                cond, batch["tgt_poses"][:, i], batch["focal"], batch["c"], hgt, wid, outputs=want
+            )
+            preds.append(out["rgb"][0].permute(2, 0, 1))
+            if "features" in out:
+                feats.append(out["features"][0].permute(2, 0, 1))
+        pred = torch.stack(preds).clamp(0, 1)
+        copy = batch["src_images"][0, :1].expand_as(tgt)  # the trivial baseline: copy the input view
+        log = {
+            "val/psnr": peak_signal_noise_ratio(
+                pred, tgt, data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean"
+            ),
+            "val/ssim": structural_similarity_index_measure(pred, tgt, data_range=1.0),
+            "val/psnr_copy_input": peak_signal_noise_ratio(copy, tgt, data_range=1.0, dim=(1, 2, 3)),
+        }
+        if feats:
+            teacher = batch["tgt_teacher"][0]  # (T, D, h, w)
+            rendered = F.adaptive_avg_pool2d(torch.stack(feats), teacher.shape[-2:])
+            log["val/feature_cosine"] = masked_cosine(rendered, teacher)
+        self.log_dict(log, batch_size=1, add_dataloader_idx=False, sync_dist=True)
+        if (
+            batch_idx < self.hparams.val_pictures
+            and self.trainer is not None
+            and not self.trainer.sanity_checking
+        ):
+            self._save_pictures(batch, pred, feats, batch_idx)
+
+    def _save_pictures(self, batch: dict, pred: Tensor, feats: list[Tensor], batch_idx: int) -> None:
+        out_dir = Path(self.trainer.log_dir or ".") / "pictures"
+        step = self.global_step
+        src = batch["src_images"][0, 0]
+        rows = [[src, p, t] for p, t in zip(pred, batch["tgt_images"][0])]
+        path = save_image_grid(
+            rows,
+            out_dir / f"novel_view_obj{batch_idx}_step{step:06d}.png",
+            header=["input", "prediction", "truth"],
+        )
+        paths = [path]
+        if feats:
+            teacher = batch["tgt_teacher"][0]
+            rendered = F.adaptive_avg_pool2d(torch.stack(feats), teacher.shape[-2:])
+            t_rgb, r_rgb = feature_pca_pair(teacher, rendered)
+            size = pred.shape[-2:]
+            up = lambda x: F.interpolate(x, size=size, mode="nearest")  # noqa: E731
+            rows = [[a, b] for a, b in zip(up(t_rgb), up(r_rgb))]
+            paths.append(
+                save_image_grid(
+                    rows,
+                    out_dir / f"features_obj{batch_idx}_step{step:06d}.png",
+                    header=["teacher (PCA)", "rendered v (PCA)"],
+                )
+            )
+        log_image = getattr(self.logger, "log_image", None)
+        if callable(log_image):
+            for p in paths:
+                try:
+                    log_image(key=f"val/{p.stem.rsplit('_step', 1)[0]}", images=[str(p)], step=step)
+                except Exception:  # a logger without image support must not break validation
+                    pass
+
+
+def masked_cosine(rendered: Tensor, teacher: Tensor, eps: float = 1e-6) -> Tensor:
+    """Mean cosine similarity over cells where the teacher map is non-zero (the object, when the teacher
+    zeroes the background). rendered, teacher: (T, D, h, w) → scalar."""
+    cos = F.cosine_similarity(rendered, teacher, dim=1, eps=eps)  # (T, h, w)
+    mask = teacher.norm(dim=1) > eps
+    if not mask.any():
+        return cos.mean()
+    return cos[mask].mean()
+
+
+def psnr_from_mse(mse: float) -> float:
+    return -10 * math.log10(max(mse, 1e-10))
