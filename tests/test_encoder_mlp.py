@@ -89,41 +89,42 @@ def test_encoder_state_dict_uses_torchvision_resnet34_names(encoder4):
     assert set(ResNetEncoder(num_layers=5).state_dict()) == _torchvision_resnet34_keys(4)
 
 
-def _randomised_torchvision_state() -> dict[str, torch.Tensor]:
-    """A full resnet34-shaped state dict (layer4 and fc included) with non-trivial BN statistics."""
+@pytest.fixture(scope="module")
+def torchvision_state() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """A full resnet34-shaped state dict (layer4 and fc included, non-trivial BN statistics), test
+    images, and the expected 4-level features: the first 512 channels of the full-depth encoder."""
     torch.manual_seed(1)
     full = ResNetEncoder(num_layers=5)
-    state = {}
-    for k, v in full.state_dict().items():
-        if k.endswith("running_var") or (k.endswith("weight") and v.ndim == 1):
-            v = torch.rand_like(v) + 0.5
-        elif k.endswith(("running_mean", "bias")):
-            v = torch.randn_like(v) * 0.1
-        state[k] = v.clone()
+    with torch.no_grad():
+        for name, v in full.state_dict().items():
+            if name.endswith("running_var") or (name.endswith("weight") and v.ndim == 1):
+                v.uniform_(0.5, 1.5)
+            elif name.endswith(("running_mean", "bias")):
+                v.normal_(0.0, 0.1)
+    state = {k: v.clone() for k, v in full.state_dict().items()}
     state["fc.weight"] = torch.randn(1000, 512) * 0.01
     state["fc.bias"] = torch.zeros(1000)
-    return state
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = full.eval()(images)[:, :512]
+    return state, images, expected
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_encoder_loads_torchvision_state_dict(tmp_path, suffix):
-    state = _randomised_torchvision_state()
+def test_encoder_loads_torchvision_state_dict(tmp_path, suffix, torchvision_state):
+    state, images, expected = torchvision_state
     path = tmp_path / f"resnet34{suffix}"
     if suffix == ".pth":
         torch.save(state, path)
     else:
         save_file(state, str(path))
-    # Expected: the same weights at full depth; its first 512 channels are the 4-level encoder's.
-    reference = ResNetEncoder(num_layers=5)
-    reference.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
-    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        expected = reference.eval()(images)[:, :512]
         loaded = ResNetEncoder(num_layers=4, weights=str(path)).eval()
         torch.testing.assert_close(loaded(images), expected)
         fresh = ResNetEncoder(num_layers=4).eval()
         assert not torch.allclose(fresh(images), expected)
     torch.testing.assert_close(loaded.bn1.running_var, state["bn1.running_var"])
+    torch.testing.assert_close(loaded.layer3[5].bn2.running_mean, state["layer3.5.bn2.running_mean"])
 
 
 def test_encoder_weights_with_wrong_keys_name_the_file(tmp_path):
