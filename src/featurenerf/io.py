@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _default_mode() -> int:
+    """Permissions a plain ``open()`` would give (0666 minus the umask); mkstemp files are 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file for writing that replaces ``path`` only when the block succeeds.
@@ -33,6 +40,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -67,6 +75,7 @@ def atomic_save_via(path: str | os.PathLike[str], save: Any) -> None:
         save(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -216,9 +216,9 @@ def run_lightning(command: str, args: list[str]) -> int:
 
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
-    from featurenerf.teachers import TEACHERS
+    import featurenerf.teachers as teachers
 
-    TEACHERS.load_plugins()  # third-party teachers are registered before the config is parsed
+    teachers.TEACHERS.load_plugins()  # third-party teachers are registered before the config is parsed
     if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
         args = _implicit_validate_args(command, args)
     try:

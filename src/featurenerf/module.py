@@ -170,7 +170,8 @@ class FeatureNeRF(L.LightningModule):
             self._count_skip("loss")
             return None  # Lightning skips backward and the optimiser step
         bs = batch["src_images"].shape[0]
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, prog_bar=False, batch_size=bs)
+        logged = {f"train/{k}": v.detach() for k, v in terms.items() if k != "psnr"}
+        self.log_dict(logged, batch_size=bs)
         self.log("train/psnr", terms["psnr"], prog_bar=True, batch_size=bs)
         return loss
 
