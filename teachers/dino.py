@@ -1,4 +1,4 @@
-"""DINO teachers on transformers ViTs: ``dino_vits8`` (DINO v1, the paper's teacher) and ``dinov2_vitl14``.
+"""DINO teachers on transformers ViTs: ``dino_vits8`` (DINO v1, the paper's teacher) and ``dinov2`` (ViT-L/14 by default).
 
 A ViT "facet" of block ``L`` is one of the tensors inside that block, per patch token: ``query``,
 ``key`` or ``value`` (the attention projections, all heads concatenated) or ``token`` (the block's
@@ -224,7 +224,7 @@ class DinoTeacher(_ViTFacetTeacher):
         self.model(pixel_values=images, interpolate_pos_encoding=True)
 
 
-@register_teacher("dinov2_vitl14")
+@register_teacher("dinov2")
 class Dinov2Teacher(_ViTFacetTeacher):
     """DINOv2 patch tokens (default ViT-L/14, last block, final LayerNorm: 1024-d), any input size.
 
