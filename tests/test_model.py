@@ -1,0 +1,190 @@
+"""The plain model and the LightningModule's losses: heads, gradients, conventions, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featurenerf.data.datasets import sample_teacher_at
+from featurenerf.module import FeatureNeRF
+from featurenerf.nerf.model import FeatureNeRFNet
+
+TINY = dict(encoder_layers=2, d_hidden=32, n_coarse=8, n_fine=4, n_fine_depth=4)
+
+
+def _camera_batch(b: int = 2, size: int = 16, rays: int = 12, feature_dim: int = 5, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    poses = torch.eye(4).repeat(b, 1, 1, 1)
+    poses[..., 2, 3] = -1.3  # camera on -z looking along +z at the origin
+    batch = {
+        "src_images": torch.rand(b, 1, 3, size, size, generator=g),
+        "src_poses": poses,
+        "focal": torch.full((b, 2), float(size)),
+        "c": torch.full((b, 2), size / 2),
+    }
+    origins = torch.zeros(b, rays, 3)
+    origins[..., 2] = -1.3
+    dirs = torch.randn(b, rays, 3, generator=g) * 0.2
+    dirs[..., 2] = 1.0
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    ray_batch = {
+        "origins": origins,
+        "dirs": dirs,
+        "rgb": torch.rand(b, rays, 3, generator=g),
+        "teacher": torch.randn(b, rays, feature_dim, generator=g),
+    }
+    return batch, ray_batch
+
+
+@pytest.mark.parametrize("feature_dim", [0, 7, 384])
+def test_head_widths_follow_feature_dim(feature_dim):
+    net = FeatureNeRFNet(feature_dim=feature_dim, **TINY)
+    batch, rays = _camera_batch(feature_dim=max(feature_dim, 1))
+    cond = net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
+    out = net.query(cond, torch.rand(2, 10, 3) - 0.5)
+    assert out["features"].shape == (2, 10, feature_dim)
+    assert out["coords"].shape == (2, 10, 3)
+    assert out["hidden"].shape == (2, 10, 32)
+    assert net.mlp.lin_out.out_features == 4 + feature_dim + 3
+
+
+def test_gradients_reach_every_head_and_the_encoder():
+    model = FeatureNeRF(feature_dim=5, **TINY)
+    with torch.no_grad():  # a dense field, so every ray has non-zero compositing weights
+        model.net.mlp.lin_out.bias[3] = 3.0
+    batch, rays = _camera_batch(feature_dim=5)
+    terms = model.compute_losses(batch, rays)
+    assert {"rgb_coarse", "rgb_fine", "distill_coarse", "distill_fine", "coord_coarse", "coord_fine"} <= set(
+        terms
+    )
+    terms["loss"].backward()
+    w = model.net.mlp.lin_out.weight.grad
+    d = model.net.feature_dim
+    assert w[:3].abs().sum() > 0, "rgb head"
+    assert w[3].abs().sum() > 0, "density head"
+    assert w[4 : 4 + d].abs().sum() > 0, "feature head"
+    assert w[4 + d :].abs().sum() > 0, "coordinate head"
+    assert model.net.encoder.conv1.weight.grad.abs().sum() > 0, "encoder trained end to end"
+
+
+def test_each_loss_term_reaches_its_head_only():
+    model = FeatureNeRF(feature_dim=5, rgb_weight=0.0, coord_weight=0.0, **TINY)
+    with torch.no_grad():
+        model.net.mlp.lin_out.bias[3] = 3.0
+    batch, rays = _camera_batch(feature_dim=5)
+    model.compute_losses(batch, rays)["loss"].backward()
+    w = model.net.mlp.lin_out.weight.grad
+    assert w[4:9].abs().sum() > 0
+    assert w[:3].abs().sum() == 0  # distillation alone does not train colour
+    assert w[9:].abs().sum() == 0  # ... nor the canonical coordinate
+
+
+class _PerfectCoords(FeatureNeRFNet):
+    """A field whose canonical-coordinate head returns the true sample position."""
+
+    def query(self, cond, xyz, viewdirs=None):
+        out = super().query(cond, xyz, viewdirs)
+        out["coords"] = xyz.clone()
+        return out
+
+
+def test_coordinate_loss_is_zero_for_a_perfect_prediction():
+    model = FeatureNeRF(feature_dim=3, **TINY)
+    model.net = _PerfectCoords(feature_dim=3, **TINY)
+    with torch.no_grad():
+        model.net.mlp.lin_out.bias[3] = 5.0  # dense field: non-trivial weights along every ray
+    batch, rays = _camera_batch(feature_dim=3)
+    terms = model.compute_losses(batch, rays)
+    assert terms["coord_coarse"].item() == pytest.approx(0.0, abs=1e-10)
+    assert terms["coord_fine"].item() == pytest.approx(0.0, abs=1e-10)
+    model.net = FeatureNeRFNet(feature_dim=3, **TINY)
+    with torch.no_grad():
+        model.net.mlp.lin_out.bias[3] = 5.0
+    assert model.compute_losses(batch, rays)["coord_fine"].item() > 1e-4
+
+
+def test_teacher_map_sampling_hits_the_right_cell():
+    # A 4x4 map over a 16x16 image: cell (r, s) covers pixels 4r..4r+3 and has its centre at pixel
+    # coordinate 4r + 2 (pixel centres are at i + 0.5, so the cell centre is the edge between pixels).
+    fmap = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
+    uv = torch.tensor([[[2.0, 2.0], [6.0, 2.0], [2.0, 6.0], [14.0, 10.0], [4.0, 2.0]]])  # (u, v)
+    got = sample_teacher_at(fmap, uv, 16, 16)[0, :, 0]
+    # (u=2,v=2) → cell (0,0)=0; (6,2) → (0,1)=1; (2,6) → (1,0)=4; (14,10) → (2,3)=11;
+    # (4,2) is halfway between the centres of cells (0,0) and (0,1): 0.5.
+    assert got.tolist() == [0.0, 1.0, 4.0, 11.0, 0.5]
+
+
+def test_fine_reuse_matches_naive_evaluation():
+    net = FeatureNeRFNet(feature_dim=4, **TINY)
+    with torch.no_grad():
+        for p in net.mlp.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    batch, rays = _camera_batch()
+    cond = net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
+    names = ("rgb", "depth", "opacity", "features", "coords", "hidden")
+    a = net.render_rays(cond, rays["origins"], rays["dirs"], names)
+    net.reuse_coarse = False
+    b = net.render_rays(cond, rays["origins"], rays["dirs"], names)
+    for name in names:
+        torch.testing.assert_close(a["fine"][name], b["fine"][name], rtol=1e-5, atol=1e-6)
+
+
+def test_render_image_is_chunk_independent():
+    net = FeatureNeRFNet(feature_dim=2, **TINY)
+    batch, _ = _camera_batch(b=1)
+    cond = net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
+    pose = batch["src_poses"][:, 0]
+    kw = dict(outputs=("rgb", "features", "hidden"), skip_empty=False)
+    small = net.render_image(cond, pose, batch["focal"], batch["c"], 8, 8, chunk=7, **kw)
+    big = net.render_image(cond, pose, batch["focal"], batch["c"], 8, 8, chunk=1000, **kw)
+    assert small["rgb"].shape == (1, 8, 8, 3) and small["hidden"].shape == (1, 8, 8, 32)
+    for k in small:
+        torch.testing.assert_close(small[k], big[k])
+    feats = net.render_features(cond, pose, batch["focal"], batch["c"], 8, 8)
+    torch.testing.assert_close(feats, big["hidden"])
+
+
+def test_checkpoint_has_no_teacher_and_reloads_to_identical_point_features(tmp_path):
+    import lightning as L
+
+    model = FeatureNeRF(feature_dim=6, **TINY)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0)
+    trainer.strategy.connect(model)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # plain types only
+    assert not any("teacher" in k for k in ckpt["state_dict"])
+    assert all(k.startswith("net.") or k in ("skipped_steps", "seen_steps") for k in ckpt["state_dict"])
+    loaded = FeatureNeRF.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    model.eval()
+    loaded.eval()
+    batch, _ = _camera_batch(b=1)
+    xyz = torch.rand(50, 3) - 0.5
+    with torch.no_grad():
+        a = model.point_features(
+            model.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"]), xyz
+        )
+        b = loaded.point_features(
+            loaded.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"]), xyz
+        )
+    assert a.shape == (50, 32)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_module_defaults_match_the_net():
+    import inspect
+
+    module_params = inspect.signature(FeatureNeRF.__init__).parameters
+    for name, p in inspect.signature(FeatureNeRFNet.__init__).parameters.items():
+        if name == "self":
+            continue
+        assert module_params[name].default == p.default, name
+
+
+def test_non_finite_loss_skips_the_step_and_is_counted():
+    model = FeatureNeRF(feature_dim=5, skip_grace_steps=100, **TINY)
+    batch, rays = _camera_batch(feature_dim=5)
+    rays["rgb"][0, 0, 0] = float("nan")
+    out = model.training_step({**batch, "rays": {"bbox": rays, "full": rays}}, 0)
+    assert out is None
+    assert int(model.skipped_steps) == 1
