@@ -91,9 +91,12 @@ class FeatureNeRFCLI(LightningCLI):
             "--tasks.image_size", type=int | None, default=None, help="default: data.image_size"
         )
 
+    def _cfg(self):
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
-        cfg = self.config[sub]
+        cfg = self._cfg()
         root = Path(cfg.trainer.default_root_dir or DEFAULT_RUNS_ROOT)
         self.saved_config = None
         if sub == "fit":
@@ -116,6 +119,9 @@ class FeatureNeRFCLI(LightningCLI):
         else:
             ckpt = cfg.get("ckpt_path")
             run = Path(ckpt).resolve().parent.parent if ckpt and Path(ckpt).exists() else root / "eval"
+        if sub is None:  # parse-and-build only (tests, notebooks): no run folder
+            self.run_dir = root
+            return
         run.mkdir(parents=True, exist_ok=True)
         self.run_dir = run
         cfg.trainer.default_root_dir = str(run)
@@ -129,12 +135,14 @@ class FeatureNeRFCLI(LightningCLI):
 
             with atomic_write(self.run_dir / "config.yaml", "w") as fh:
                 fh.write(self.saved_config)
+        cfg = self._cfg()
+        if sub is None:
+            return
         ckpt_cb = self.trainer.checkpoint_callback
         if ckpt_cb is not None:
             if ckpt_cb.dirpath is None:
                 ckpt_cb.dirpath = str(self.run_dir / "checkpoints")
             ckpt_cb.save_last = True
-        cfg = self.config[sub]
         check_checkpoint_width(cfg.get("ckpt_path"), self.model)
         tasks = expand_tasks(cfg.get("task"))
         if tasks:

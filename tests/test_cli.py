@@ -1,0 +1,202 @@
+"""The command line: help, shipped configs, fit/validate end to end on a tiny generated set, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from featurenerf.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+TEACHER_CONFIGS = sorted((REPO / "configs" / "teachers").glob("*.yaml"))
+
+# A real (random-init) DINO ViT small enough for a test; 10 blocks so the paper's block 9 exists.
+TINY_DINO = json.dumps(
+    {
+        "name": "dino_vits8",
+        "weights": None,
+        "input_size": 32,
+        "config": {
+            "hidden_size": 24,
+            "num_hidden_layers": 10,
+            "num_attention_heads": 2,
+            "intermediate_size": 48,
+        },
+    }
+)
+TINY_MODEL = [
+    "--model.encoder_layers=2",
+    "--model.d_hidden=16",
+    "--model.n_coarse=8",
+    "--model.n_fine=2",
+    "--model.n_fine_depth=2",
+]
+
+
+def tiny_fit_args(root: Path, runs: Path, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "toy_cars.yaml"),
+        f"--data.root={root}",
+        "--data.image_size=32",
+        "--data.rays_per_object=16",
+        "--data.batch_size=2",
+        "--data.epoch_length=4",
+        "--data.num_workers=0",
+        "--data.val_objects=1",
+        "--data.val_views=1",
+        f"--data.cache_dir={runs / 'cache'}",
+        "--trainer.logger=false",
+        "--trainer.max_time=null",
+        f"--trainer.default_root_dir={runs}",
+        "--trainer.enable_progress_bar=false",
+        *TINY_MODEL,
+        *extra,
+    ]
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    assert {"fit", "validate", "test", "predict", "data", "teachers"} <= listed
+
+
+def test_unknown_command_is_one_line(capsys):
+    assert main(["fitt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown command 'fitt'" in err
+
+
+def _build(args: list[str]):
+    from featurenerf.data.datamodule import FeatureNeRFData
+    from featurenerf.lightning_cli import FeatureNeRFCLI
+    from featurenerf.module import FeatureNeRF
+
+    return FeatureNeRFCLI(FeatureNeRF, FeatureNeRFData, args=args, run=False, save_config_callback=None)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_parses_and_instantiates(config, tmp_path):
+    args = ["--config", str(config), f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    if "srn" in config.name:
+        args.append(f"--data.teacher={TINY_DINO}")  # no DINO weights on CI: same architecture, random init
+    cli = _build(args)
+    teacher = cli.datamodule.teacher
+    assert cli.model.net.feature_dim == teacher.feature_dim  # linked, never typed twice
+    assert cli.model.hparams.feature_dim == teacher.feature_dim
+    if "srn" in config.name:
+        assert cli.datamodule.image_size == 128 and cli.datamodule.rays_per_object == 128
+        assert cli.datamodule.batch_size == 4 and cli.model.hparams.lr == 1e-4
+        assert (cli.model.net.n_coarse, cli.model.net.n_fine, cli.model.net.n_fine_depth) == (64, 16, 16)
+        assert cli.model.hparams.bbox_steps == 100_000
+        assert cli.model.net.d_hidden == 512 and cli.model.net.encoder.out_channels == 512
+        assert type(teacher).__name__ == "DinoTeacher"
+    else:
+        assert type(teacher).__name__ == "HedVGG16Teacher" or teacher.feature_dim == 768
+
+
+@pytest.mark.parametrize("config", TEACHER_CONFIGS, ids=lambda p: p.name)
+def test_teacher_configs_compose(config):
+    """``--config configs/toy_cars.yaml --config configs/teachers/X.yaml`` swaps only the teacher."""
+    import inspect
+
+    import yaml
+
+    from featurenerf.data.datamodule import FeatureNeRFData
+    from featurenerf.lightning_cli import FeatureNeRFCLI
+    from featurenerf.module import FeatureNeRF
+    from featurenerf.teachers import TEACHERS
+
+    class ParseOnly(FeatureNeRFCLI):  # parse, build nothing (DINO/SD weights live on users' disks)
+        def before_instantiate_classes(self):
+            pass
+
+        def instantiate_classes(self):
+            pass
+
+        def after_instantiate_classes(self):
+            pass
+
+    spec = yaml.safe_load(config.read_text())["data"]["teacher"]
+    cli = ParseOnly(
+        FeatureNeRF,
+        FeatureNeRFData,
+        args=["--config", str(REPO / "configs" / "toy_cars.yaml"), "--config", str(config)],
+        run=False,
+    )
+    parsed = cli.config.data.teacher
+    assert dict(parsed) == spec
+    assert cli.config.data.image_size == 64  # the rest of the toy config is kept
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    inspect.signature(TEACHERS.get(spec["name"])).bind(**kwargs)  # every key is a constructor argument
+
+
+def test_missing_data_root_is_one_clear_line(tmp_path, capsys):
+    rc = main(tiny_fit_args(tmp_path / "nowhere", tmp_path / "runs", "--trainer.max_steps=1"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "nowhere" in err[0] and "featurenerf data synth" in err[0]
+
+
+def test_fast_dev_run_fit(toy_root, tmp_path):
+    runs = tmp_path / "runs"
+    assert main(tiny_fit_args(toy_root, runs, "--trainer.fast_dev_run=true")) == 0
+    (run,) = [p for p in runs.iterdir() if (p / "config.yaml").exists()]
+    assert "hed_vgg16" in (run / "config.yaml").read_text()
+    assert any((runs / "cache").rglob("*.safetensors"))  # the teacher cache was filled on first fit
+
+
+@pytest.fixture(scope="module")
+def trained_run(toy_root, tmp_path_factory):
+    """Two real optimisation steps with checkpoints, in a runs folder of its own."""
+    runs = tmp_path_factory.mktemp("runs")
+    assert main(tiny_fit_args(toy_root, runs, "--trainer.max_steps=2", "--run_name=tiny")) == 0
+    return runs / "tiny"
+
+
+def test_fit_writes_config_and_checkpoint(trained_run):
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert ckpt["hyper_parameters"]["feature_dim"] == 768  # hed_vgg16's width, linked
+    assert not any(k.startswith("teacher") for k in ckpt["state_dict"])
+    assert (trained_run / "config.yaml").exists()
+    # the sampling jitter and the rays are seeded: the saved model differs from its initialisation
+    from featurenerf.module import FeatureNeRF
+
+    init = FeatureNeRF(**ckpt["hyper_parameters"])
+    w0 = init.net.mlp.lin_in.weight
+    assert not torch.equal(w0, ckpt["state_dict"]["net.mlp.lin_in.weight"])
+
+
+def test_validate_without_config_takes_the_latest_run(trained_run, monkeypatch, capsys):
+    monkeypatch.chdir(trained_run.parent.parent)
+    link = Path("outputs/runs")
+    link.parent.mkdir(exist_ok=True)
+    if not link.exists():
+        link.symlink_to(trained_run.parent, target_is_directory=True)
+    assert main(["validate", "--trainer.enable_progress_bar=false"]) == 0
+    captured = capsys.readouterr()
+    assert "config.yaml" in captured.err and "last.ckpt" in captured.err and "latest run" in captured.err
+    assert "val/psnr" in captured.out
+
+
+def test_checkpoint_from_another_teacher_width_is_refused(trained_run, capsys):
+    rc = main(
+        [
+            "validate",
+            "--config",
+            str(trained_run / "config.yaml"),
+            "--ckpt_path",
+            str(trained_run / "checkpoints" / "last.ckpt"),
+            f"--data.teacher={TINY_DINO}",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "feature width 768" in err[0] and "24" in err[0]
