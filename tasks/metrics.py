@@ -1,0 +1,150 @@
+"""Label transfer by cosine nearest neighbour, and the metrics of FeatureNeRF's evaluation protocol.
+
+Pure functions (:func:`cosine_nearest`, :func:`part_miou`, :func:`pck`) compute one pair's value; the
+:class:`torchmetrics.Metric` subclasses accumulate them over pairs. Every metric is a mean over pairs of
+a per-pair value (mIoU of a pair, PCK of a pair's keypoints, PSNR of a pair's view), kept as a running
+*sum* and a pair *count* with ``dist_reduce_fx="sum"``: under DDP each rank evaluates its own pairs and
+the reduction is exact (the suite's sampler gives every pair to exactly one rank).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+#: 2D PCK thresholds in pixels of a 128-pixel image (PAPER.md); scaled with the image size.
+PCK_2D_PIXELS_AT_128 = (2.5, 5.0, 7.5, 10.0)
+#: 3D PCK thresholds in world (object) units.
+PCK_3D_UNITS = (0.025, 0.05, 0.075, 0.1)
+
+
+def pck_thresholds_2d(image_size: int) -> tuple[float, ...]:
+    """The 2D PCK thresholds in pixels of an ``image_size`` image (2.5/5/7.5/10 px at 128 px)."""
+    return tuple(t * image_size / 128.0 for t in PCK_2D_PIXELS_AT_128)
+
+
+def cosine_nearest(query: Tensor, keys: Tensor, chunk: int = 4096) -> Tensor:
+    """Index of each query's nearest key by cosine similarity.
+
+    Args:
+        query: (N, D) descriptors; keys: (M, D) descriptors (M >= 1). Neither needs to be normalised.
+        chunk: query rows per similarity block, so memory stays O(chunk * M) for full images.
+    Returns:
+        (N,) int64 indices into ``keys`` (ties go to the lowest index).
+    """
+    if keys.shape[0] == 0:
+        raise ValueError("cosine_nearest: no keys to match against")
+    q = F.normalize(query.float(), dim=-1)
+    k = F.normalize(keys.float(), dim=-1)
+    out = [(part @ k.T).argmax(dim=1) for part in q.split(chunk)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=query.device)
+
+
+def transfer_labels(src_desc: Tensor, src_labels: Tensor, trg_desc: Tensor) -> Tensor:
+    """One-shot label transfer: each target element takes the label of its nearest source element.
+
+    Args:
+        src_desc: (M, D); src_labels: (M,) int; trg_desc: (N, D).
+    Returns:
+        (N,) predicted target labels.
+    """
+    return src_labels[cosine_nearest(trg_desc, src_desc)]
+
+
+def part_miou(pred: Tensor, truth: Tensor, src_labels: Tensor, background: int = 0) -> Tensor | None:
+    """Mean IoU of one pair over the parts present in both the source and the target truth.
+
+    Args:
+        pred: (N,) predicted labels of the target elements (foreground pixels or surface points).
+        truth: (N,) true labels of the same elements. src_labels: (M,) the source's true labels.
+        background: label that is never a part.
+    Returns:
+        Scalar tensor, or ``None`` when the two objects share no part (the pair is not counted).
+    """
+    common = set(truth.unique().tolist()) & set(src_labels.unique().tolist())
+    common.discard(background)
+    if not common:
+        return None
+    ious = []
+    for k in sorted(common):
+        p, t = pred == k, truth == k
+        ious.append((p & t).sum().double() / (p | t).sum().double())
+    return torch.stack(ious).mean()
+
+
+def pck(dist: Tensor, thresholds: Sequence[float]) -> Tensor | None:
+    """Fraction of keypoints whose error is below each threshold (strictly, as the release does).
+
+    Args:
+        dist: (K,) distances between predicted and true keypoint positions.
+    Returns:
+        (T,) float64 fractions, or ``None`` when ``K == 0`` (the pair is not counted).
+    """
+    if dist.numel() == 0:
+        return None
+    thr = torch.as_tensor(thresholds, dtype=torch.float64, device=dist.device)
+    return (dist.double()[:, None] < thr[None]).double().mean(0)
+
+
+class PairMean(Metric):
+    """Mean over pairs of a per-pair value vector ``(T,)``; states are sums, so DDP reduction is exact.
+
+    Args:
+        size: length ``T`` of the per-pair vector (1 for a scalar).
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, size: int = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.size = size
+        self.add_state("total", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("pairs", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor | float | None) -> None:
+        """Add one pair's value (``None``: the pair has nothing to measure and is not counted)."""
+        if value is None:
+            return
+        v = torch.as_tensor(value, dtype=torch.float64, device=self.total.device).reshape(-1)
+        if v.numel() != self.size:
+            raise ValueError(f"expected a per-pair value of size {self.size}, got {v.numel()}")
+        self.total += v
+        self.pairs += 1
+
+    def compute(self) -> Tensor:
+        """(T,) mean over the pairs counted so far (NaN before any)."""
+        if self.pairs == 0:
+            return torch.full_like(self.total, float("nan"))
+        return self.total / self.pairs
+
+
+class PartMIoU(PairMean):
+    """Part mIoU: per pair over parts present in both objects, averaged over pairs."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(size=1, **kwargs)
+
+    def update(self, pred: Tensor, truth: Tensor, src_labels: Tensor) -> None:  # type: ignore[override]
+        """pred, truth: (N,) target labels; src_labels: (M,) source labels (see :func:`part_miou`)."""
+        super().update(part_miou(pred, truth, src_labels))
+
+
+class PCK(PairMean):
+    """Percentage of correct keypoints at several thresholds: per pair, averaged over pairs.
+
+    Args:
+        thresholds: distances (pixels or world units) below which a keypoint is correct.
+    """
+
+    def __init__(self, thresholds: Sequence[float], **kwargs) -> None:
+        super().__init__(size=len(thresholds), **kwargs)
+        self.thresholds = tuple(float(t) for t in thresholds)
+
+    def update(self, pred: Tensor, truth: Tensor) -> None:  # type: ignore[override]
+        """pred, truth: (K, 2) pixel or (K, 3) world positions of the keypoints evaluated in one pair."""
+        super().update(pck((pred.float() - truth.float()).norm(dim=-1), self.thresholds))

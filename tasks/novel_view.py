@@ -1,0 +1,53 @@
+"""Novel-view synthesis on the cross-view pairs: the target view rendered from the source image.
+
+PSNR and SSIM (data range 1) of the full rendered image against the true target view, per pair, averaged
+over pairs. Only methods that are radiance fields apply (``featurenerf`` and ``pixelnerf``).
+"""
+
+from __future__ import annotations
+
+from torchmetrics import Metric
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from featurenerf.visualize import save_image_grid
+
+from . import pictures
+from .base import Task, TaskContext, register_task
+from .descriptors import FIELD_OUTPUTS, PosedView, encode_view
+from .metrics import PairMean
+
+
+@register_task("novel_view")
+class NovelView(Task):
+    """PSNR / SSIM of the target view of each cross-view pair, rendered from the source view."""
+
+    kinds = ("cross_view",)
+    supported_methods = ("featurenerf", "pixelnerf")
+    uses_teacher = False
+
+    def new_metrics(self) -> dict[str, Metric]:
+        return {"PSNR": PairMean(), "SSIM": PairMean()}
+
+    def step(self, ctx: TaskContext, item: dict) -> None:
+        src, trg = PosedView.from_item(item["src"]), PosedView.from_item(item["trg"])
+        s = trg.size
+        truth = trg.image.float()[None]
+        preds = {}
+        for method in self.methods:
+            net = ctx.models[FIELD_OUTPUTS[method][0]]
+            cond = encode_view(net, src)
+            rgb = net.render_image(
+                cond, trg.pose[None], trg.focal[None], trg.c[None], s, s, outputs=("rgb",)
+            )["rgb"]
+            pred = rgb.permute(0, 3, 1, 2).clamp(0, 1).float()
+            preds[method] = pred[0]
+            self.update("cross_view", method, "PSNR", peak_signal_noise_ratio(pred, truth, data_range=1.0))
+            self.update(
+                "cross_view", method, "SSIM", structural_similarity_index_measure(pred, truth, data_range=1.0)
+            )
+        if ctx.wants_picture(item):
+            row = [src.image.float().cpu(), *[p.cpu() for p in preds.values()], trg.image.float().cpu()]
+            header = ["input", *preds, "truth"]
+            save_image_grid(
+                [[pictures.enlarge(x) for x in row]], ctx.picture_path(self.name, item), header=header
+            )

@@ -1,0 +1,298 @@
+"""The task suite: the selected tasks as Lightning validation loops, and their results table.
+
+``featurenerf validate --config CFG --ckpt_path CKPT --task part_seg keypoints novel_view`` builds a
+:class:`TaskSuite`; each task becomes one validation dataloader (indices 1..N after the novel-view loader
+0), :meth:`TaskSuite.validation_step` dispatches a batch to its task by ``dataloader_idx``, and
+:meth:`TaskSuite.on_validation_epoch_end` reduces the metrics over ranks, logs them, and writes
+``results.json`` / ``results.md`` (plus ``pairs.json`` and ``pictures/``) into ``out_dir``. Because the
+tasks are ordinary validation loops they also run under DDP and periodically during ``fit``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from featurenerf.data.srn import DataError
+from featurenerf.io import atomic_write, atomic_write_json
+
+from .base import TASKS, Task, TaskContext
+from .data import PairItems, ShardSampler, single_item
+from .descriptors import METHODS, Descriptors
+from .pairs import PairSet, read_pairs_file, sample_pairs, write_pairs_file
+
+
+class TaskSuite:
+    """Selected tasks evaluated on fixed pairs of one split, every method in one table.
+
+    Not an ``nn.Module`` on purpose: set as ``module.tasks`` it must not add the pixelNeRF baseline or
+    metric states to the evaluated model's checkpoint.
+
+    Args:
+        tasks: task names (see :func:`featurenerf.tasks.list_tasks`); groups are expanded by the CLI.
+        datamodule: the :class:`~featurenerf.data.datamodule.FeatureNeRFData` (objects, background,
+            teacher and its feature cache).
+        num_pairs: pairs of each kind (paper: 1000); with ``pairs_file``, the first ``num_pairs`` of each.
+        pairs_file: pairs in the FeatureNeRF release's format, instead of drawing them.
+        split: split the pairs come from.
+        seed: seed of the pair draw.
+        pixelnerf_ckpt: checkpoint of a model trained with distillation weights 0 (the ``pixelnerf``
+            method); skipped when ``None``.
+        image_size: side the tasks work at (default: the data's image size).
+        out_dir: where results, pairs and pictures go.
+        pictures: pairs of each kind per task that get a picture.
+        cache_mb: memory budget of the rendered-descriptor cache.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        datamodule,
+        num_pairs: int = 1000,
+        pairs_file: str | None = None,
+        split: str = "test",
+        seed: int = 0,
+        pixelnerf_ckpt: str | None = None,
+        image_size: int | None = None,
+        out_dir: str | Path = "outputs/tasks",
+        pictures: int = 2,
+        cache_mb: int = 1024,
+    ) -> None:
+        names = list(dict.fromkeys(tasks))
+        if not names:
+            raise ValueError("TaskSuite needs at least one task")
+        self.datamodule = datamodule
+        self.image_size = int(image_size or datamodule.image_size)
+        self.split = split
+        self.seed = seed
+        self.pairs_file = pairs_file
+        self.out_dir = Path(out_dir)
+        self.num_pictures = pictures
+        self.cache_bytes = int(cache_mb) << 20
+        self.tasks: list[Task] = [TASKS.create(n, methods=METHODS, image_size=self.image_size) for n in names]
+
+        records = sorted(datamodule.records(split), key=lambda r: r.name)
+        root = getattr(datamodule, "root", None)
+        if not records:
+            raise DataError(f"{root}: no objects in the {split!r} split to evaluate the tasks on")
+        pairs = read_pairs_file(pairs_file, records) if pairs_file else sample_pairs(records, num_pairs, seed)
+        self.pairs: PairSet = pairs.head(num_pairs)
+        used = {p.src for p in self.pairs.cross_inst} | {p.trg for p in self.pairs.cross_inst}
+        used |= {p.model_id for p in self.pairs.cross_view}
+        self.records = [r for r in records if r.name in used]
+        self.notes: list[str] = []
+        if not self.pairs.cross_inst:
+            self.notes.append(f"no cross-instance pairs: the {split!r} split needs at least two objects")
+        self._check_annotations()
+
+        self.teacher_available = getattr(datamodule, "teacher", None) is not None
+        if not self.teacher_available:
+            self.notes.append("teacher_2d: skipped (no teacher configured, data.teacher is null)")
+        self.pixelnerf = load_pixelnerf(pixelnerf_ckpt) if pixelnerf_ckpt else None
+        if self.pixelnerf is None:
+            self.notes.append("pixelnerf: skipped (no --tasks.pixelnerf_ckpt given)")
+        self.methods: list[str] | None = None
+        self._ctx: TaskContext | None = None
+        self.last_results: dict | None = None
+
+    # ------------------------------------------------------------------ data
+    def _check_annotations(self) -> None:
+        """Fail early, in one line, when the data lacks what a task needs (checks one pair per task)."""
+        by_name = {r.name: r for r in self.records}
+        for task in self.tasks:
+            if "cross_inst" in task.kinds and self.pairs.cross_inst:
+                p = self.pairs.cross_inst[0]
+                name, view = p.src, p.view
+            elif "cross_view" in task.kinds and self.pairs.cross_view:
+                p = self.pairs.cross_view[0]
+                name, view = p.model_id, p.src_view
+            else:
+                raise DataError(
+                    f"{self.datamodule.root}: {task.name}: no pairs to evaluate in the {self.split!r} split "
+                    f"({len(self.records)} objects)"
+                )
+            task.required_annotations(by_name[name], view)
+
+    def dataloaders(self) -> list[DataLoader]:
+        """One validation DataLoader per task (batch size 1: one pair per step), in task order."""
+        from featurenerf.data.datasets import ObjectViews
+
+        dm = self.datamodule
+        cache = None
+        if self.teacher_available and any(t.uses_teacher for t in self.tasks):
+            cache = dm.cache
+            if cache is not None:
+                cache.ensure(self.records, progress=True)  # the evaluated split may not be cached yet
+        views = ObjectViews(self.image_size, dm.background, cache)
+        loaders = []
+        for task in self.tasks:
+            items = PairItems(task, self.pairs, self.records, views)
+            loaders.append(
+                DataLoader(
+                    items,
+                    batch_size=1,
+                    sampler=ShardSampler(len(items)),
+                    collate_fn=single_item,
+                    num_workers=getattr(dm, "num_workers", 0),
+                )
+            )
+        return loaders
+
+    # ------------------------------------------------------------------ model side
+    def _methods_for(self, module) -> list[str]:
+        methods = ["featurenerf"]
+        if module.net.feature_dim > 0:
+            methods.append("featurenerf_v")
+        if self.teacher_available:
+            methods.append("teacher_2d")
+        if self.pixelnerf is not None:
+            methods.append("pixelnerf")
+        return methods
+
+    def _prepare(self, module) -> None:
+        """Choose the methods (the same on every rank) and put metric states on the model's device."""
+        methods = self._methods_for(module)
+        if methods != self.methods:
+            self.methods = methods
+            for task in self.tasks:
+                task.set_methods(methods)
+            if "featurenerf_v" not in methods:
+                self.notes.append("featurenerf_v: skipped (the model has no feature head, feature_dim 0)")
+        for task in self.tasks:
+            task.to(module.device)
+
+    def context(self, module) -> TaskContext:
+        """The context of the current validation run (built on its first step)."""
+        if self._ctx is None:
+            self._prepare(module)
+            models = {"model": module.net}
+            if self.pixelnerf is not None:
+                self.pixelnerf.to(module.device).eval()
+                models["pixelnerf"] = self.pixelnerf.net
+            trainer = getattr(module, "_trainer", None)
+            sanity = trainer is not None and trainer.sanity_checking
+            meta = getattr(self.datamodule, "meta", None)
+            self._ctx = TaskContext(
+                descriptors=Descriptors(models, self.methods, self.cache_bytes),
+                models=models,
+                picture_dir=None if sanity else self.out_dir / "pictures",
+                pictures=self.num_pictures,
+                step=int(getattr(module, "global_step", 0)),
+                num_parts=len(meta.part_names) if meta is not None else 8,
+                num_keypoints=len(meta.keypoint_names) if meta is not None else 16,
+            )
+        return self._ctx
+
+    def validation_step(self, module, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
+        """Evaluate one pair of task ``dataloader_idx - 1`` (loader 0 is the module's novel views)."""
+        task = self.tasks[dataloader_idx - 1]
+        task.step(self.context(module), batch)
+
+    def on_validation_epoch_end(self, module) -> dict[str, dict[str, dict[str, float]]]:
+        """Reduce, log, write and print the results; reset for the next validation run.
+
+        Returns:
+            ``{task: {method: {metric: value}}}``.
+        """
+        self._prepare(module)  # a rank that had no pair still takes part in the reduction
+        results = {task.name: task.compute() for task in self.tasks}
+        for task in self.tasks:
+            task.reset()
+        self._ctx = None
+        trainer = getattr(module, "_trainer", None)
+        if trainer is not None and trainer.sanity_checking:
+            return results
+        self.last_results = results
+        if trainer is not None:
+            flat = {
+                f"tasks/{task}/{metric}/{method}": value
+                for task, per_method in results.items()
+                for method, metrics in per_method.items()
+                for metric, value in metrics.items()
+                if not math.isnan(value)
+            }
+            if flat:
+                module.log_dict(flat, add_dataloader_idx=False, batch_size=1)
+        if trainer is None or trainer.is_global_zero:
+            step = int(getattr(module, "global_step", 0))
+            self.write(results, step)
+            print(self.table(results, step), flush=True)
+        return results
+
+    # ------------------------------------------------------------------ results
+    def describe(self) -> str:
+        source = f"pairs file {self.pairs_file}" if self.pairs_file else f"seed {self.seed}"
+        return (
+            f"{len(self.pairs.cross_inst)} cross-instance and {len(self.pairs.cross_view)} cross-view pairs "
+            f"from the {self.split!r} split ({source}), {self.image_size} px"
+        )
+
+    def table(self, results: dict, step: int = 0) -> str:
+        """The results as one Markdown table (rows task / metric, columns methods) with notes."""
+        return results_table(results, header=f"Tasks at step {step}: {self.describe()}.", notes=self.notes)
+
+    def write(self, results: dict, step: int = 0) -> None:
+        """``results.json``, ``results.md`` and ``pairs.json`` in ``out_dir`` (each written atomically)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        clean = {
+            t: {m: {k: (None if math.isnan(v) else v) for k, v in vals.items()} for m, vals in per.items()}
+            for t, per in results.items()
+        }
+        atomic_write_json(self.out_dir / "results.json", clean)
+        with atomic_write(self.out_dir / "results.md", "w") as fh:
+            fh.write(self.table(results, step) + "\n")
+        write_pairs_file(self.out_dir / "pairs.json", self.pairs)
+
+
+def format_value(metric: str, value: float | None) -> str:
+    """mIoU / PCK as percentages, PSNR in dB, SSIM as a fraction; missing values as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    name = metric.rsplit("/", 1)[-1]
+    if name.startswith("PSNR"):
+        return f"{value:.2f}"
+    if name.startswith("SSIM"):
+        return f"{value:.3f}"
+    return f"{100 * value:.1f}"
+
+
+def results_table(results: dict, header: str = "", notes: Sequence[str] = ()) -> str:
+    """Markdown table of ``{task: {method: {metric: value}}}``: rows ``task / metric``, columns methods.
+
+    mIoU and PCK are percentages; 2D PCK thresholds are pixels at 128 px, 3D ones world units.
+    """
+    methods = [m for m in METHODS if any(m in per for per in results.values())]
+    methods += [m for per in results.values() for m in per if m not in methods]
+    lines = [header, ""] if header else []
+    lines.append("| task / metric | " + " | ".join(methods) + " |")
+    lines.append("|---|" + "---:|" * len(methods))
+    for task, per in results.items():
+        metrics = list(dict.fromkeys(k for vals in per.values() for k in vals))
+        for metric in metrics:
+            cells = [format_value(metric, per.get(m, {}).get(metric)) for m in methods]
+            lines.append(f"| {task} / {metric} | " + " | ".join(cells) + " |")
+    lines += ["", "mIoU and PCK in %; 2D PCK thresholds in pixels at 128 px (scaled), 3D in world units."]
+    lines += [f"- {n}" for n in dict.fromkeys(notes)]
+    return "\n".join(lines)
+
+
+def load_pixelnerf(path: str | Path):
+    """The ``pixelnerf`` baseline: a :class:`~featurenerf.module.FeatureNeRF` checkpoint, eval mode, CPU."""
+    from featurenerf.module import FeatureNeRF
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: pixelnerf checkpoint missing (--tasks.pixelnerf_ckpt)")
+    try:
+        model = FeatureNeRF.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any failure to read it is a bad file, said in one line
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise DataError(f"{path}: not a readable featurenerf checkpoint ({message})") from err
+    model.eval()
+    model.requires_grad_(False)
+    print(f"tasks: pixelnerf baseline from {path}", file=sys.stderr)
+    return model

@@ -1,0 +1,174 @@
+"""Task metrics against hand-computed values; label transfer through a task's step; exact reduction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from featurenerf.tasks import PCK, PairMean, PartMIoU, cosine_nearest, part_miou, pck
+from featurenerf.tasks.data import ShardSampler
+from featurenerf.tasks.metrics import pck_thresholds_2d, transfer_labels
+from featurenerf.tasks.suite import format_value, results_table
+
+
+def test_cosine_nearest_ignores_scale_and_picks_best_angle():
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    query = torch.tensor([[10.0, 0.1], [0.0, 0.01], [3.0, 2.9], [-1.0, 0.0]])
+    # [-1, 0] has cosine -1, 0 and -0.707 with the keys: the orthogonal key 1 is the nearest.
+    assert cosine_nearest(query, keys).tolist() == [0, 1, 2, 1]
+    assert cosine_nearest(query, keys, chunk=1).tolist() == [0, 1, 2, 1]
+
+
+def test_perfect_transfer_gives_miou_one():
+    labels = torch.tensor([0, 1, 1, 2, 3, 3])
+    desc = F.one_hot(labels, 4).float()
+    pred = transfer_labels(desc, labels, desc)
+    assert pred.tolist() == labels.tolist()
+    assert part_miou(pred, labels, labels).item() == 1.0
+
+
+def test_known_permutation_miou():
+    truth = torch.tensor([1, 1, 2, 2, 3, 3])
+    swapped = torch.tensor([2, 2, 1, 1, 3, 3])  # parts 1 and 2 exchanged, 3 right
+    assert part_miou(swapped, truth, truth).item() == pytest.approx(1 / 3)
+    # Only parts present in BOTH truths count: without part 3 in the source, the mean is over {1, 2}.
+    assert part_miou(swapped, truth, torch.tensor([1, 2])).item() == 0.0
+
+
+def test_partial_overlap_miou_by_hand():
+    truth = torch.tensor([1, 1, 1, 2])
+    pred = torch.tensor([1, 1, 2, 2])
+    # IoU(1) = 2 / 3, IoU(2) = 1 / 2 → mean 7 / 12.
+    assert part_miou(pred, truth, torch.tensor([1, 2])).item() == pytest.approx(7 / 12)
+    # A target-only part (4) and background (0) are not averaged.
+    truth = torch.tensor([0, 1, 1, 4])
+    pred = torch.tensor([1, 1, 1, 1])
+    assert part_miou(pred, truth, torch.tensor([0, 1])).item() == pytest.approx(2 / 4)
+
+
+def test_no_common_part_is_not_counted():
+    assert part_miou(torch.tensor([1]), torch.tensor([1]), torch.tensor([2])) is None
+    m = PartMIoU()
+    m.update(torch.tensor([1]), torch.tensor([1]), torch.tensor([2]))
+    m.update(torch.tensor([1, 2]), torch.tensor([1, 1]), torch.tensor([1]))  # IoU(1) = 1/2
+    assert m.pairs.item() == 1
+    assert m.compute().item() == pytest.approx(0.5)
+
+
+def test_pck_by_hand_and_strict_threshold():
+    dist = torch.tensor([0.0, 3.0, 6.0, 9.0, 12.0])
+    assert pck(dist, [2.5, 5, 7.5, 10]).tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert pck(torch.tensor([5.0]), [5.0]).tolist() == [0.0]  # "below" the threshold, as the release
+    assert pck(torch.zeros(0), [1.0]) is None
+
+
+def test_pck_metric_perfect_and_per_pair_mean():
+    m = PCK([2.5, 5.0, 7.5, 10.0])
+    kp = torch.tensor([[10.0, 10.0], [20.0, 5.0]])
+    m.update(kp, kp)
+    assert m.compute().tolist() == [1.0, 1.0, 1.0, 1.0]
+    m.reset()
+    # Pair 1: one keypoint, right. Pair 2: three keypoints 6 px off. Per pair 1 and 0 at 5 px → 0.5
+    # (pooling all keypoints would give 0.25).
+    m.update(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    off = torch.tensor([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]])
+    m.update(off, off + torch.tensor([6.0, 0.0]))
+    assert m.compute().tolist() == pytest.approx([0.5, 0.5, 1.0, 1.0])
+
+
+def test_pck_2d_thresholds_scale_with_image_size():
+    assert pck_thresholds_2d(128) == (2.5, 5.0, 7.5, 10.0)
+    assert pck_thresholds_2d(32) == (0.625, 1.25, 1.875, 2.5)
+
+
+def test_sum_states_reduce_exactly():
+    """Summing two ranks' states (what dist_reduce_fx="sum" does) equals evaluating all pairs on one."""
+    values = [0.2, 0.9, 0.4, 0.7, 1.0]
+    one, a, b = PairMean(), PairMean(), PairMean()
+    for i, v in enumerate(values):
+        one.update(v)
+        (a if i % 2 == 0 else b).update(v)
+    merged = (a.total + b.total) / (a.pairs + b.pairs)
+    assert merged.item() == pytest.approx(one.compute().item())
+    assert one.compute().item() == pytest.approx(sum(values) / len(values))
+    assert math.isnan(PairMean().compute().item())
+
+
+def test_shard_sampler_gives_each_item_to_exactly_one_rank(monkeypatch):
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(ShardSampler, "_world", staticmethod(lambda r=rank: (r, 3)))
+        s = ShardSampler(10)
+        got = list(s)
+        assert len(s) == len(got)
+        seen += got
+    assert sorted(seen) == list(range(10))  # no padding, no repeats
+    monkeypatch.undo()
+    assert list(ShardSampler(4)) == [0, 1, 2, 3]
+
+
+class _OneHotDescriptors:
+    """Descriptors that are one-hot part labels; method 'swap' swaps labels 1 and 2 on the target."""
+
+    def __init__(self, parts: dict):
+        self.parts = parts
+
+    def foreground(self, method, view, cond):
+        ij = view.foreground_ij()
+        lab = self.parts[view.key][ij[:, 0], ij[:, 1]].clone()
+        if method == "pixelnerf" and view.key[1] == 1:
+            lab = torch.where(lab == 1, 2, torch.where(lab == 2, 1, lab))
+        return F.one_hot(lab, 4).float()
+
+
+def _side(name, view, parts):
+    s = parts.shape[-1]
+    return {
+        "name": name,
+        "view": view,
+        "image": torch.rand(3, s, s),
+        "mask": parts > 0,
+        "pose": torch.eye(4),
+        "focal": torch.ones(2),
+        "c": torch.ones(2),
+        "parts": parts,
+    }
+
+
+def test_part_seg_2d_step_perfect_and_permuted():
+    from featurenerf.tasks.base import TaskContext
+    from featurenerf.tasks.part_seg import PartSeg2D
+
+    src = torch.tensor([[0, 1, 1], [2, 2, 3], [0, 3, 0]])
+    trg = torch.tensor([[1, 1, 0], [0, 2, 2], [3, 3, 3]])
+    item = {"kind": "cross_inst", "pair": 5, "src": _side("a", 0, src), "trg": _side("b", 1, trg)}
+    task = PartSeg2D(methods=["featurenerf", "pixelnerf"], image_size=3)
+    ctx = TaskContext(descriptors=_OneHotDescriptors({("a", 0): src, ("b", 1): trg}), models={})
+    task.step(ctx, item)
+    out = task.compute()
+    assert out["featurenerf"]["cross_inst/mIoU"] == 1.0
+    assert out["pixelnerf"]["cross_inst/mIoU"] == pytest.approx(1 / 3)  # parts 1, 2 swapped: IoU 0, 0, 1
+    assert math.isnan(out["featurenerf"]["cross_view/mIoU"])
+    task.reset()
+    assert math.isnan(task.compute()["featurenerf"]["cross_inst/mIoU"])
+
+
+def test_results_table_rows_and_columns():
+    results = {
+        "part_seg_2d": {
+            "featurenerf": {"cross_inst/mIoU": 0.5},
+            "teacher_2d": {"cross_inst/mIoU": float("nan")},
+        },
+        "novel_view": {"featurenerf": {"cross_view/PSNR": 21.234, "cross_view/SSIM": 0.8123}},
+    }
+    table = results_table(results, notes=["pixelnerf: skipped"])
+    lines = table.splitlines()
+    assert lines[0] == "| task / metric | featurenerf | teacher_2d |"
+    assert "| part_seg_2d / cross_inst/mIoU | 50.0 | – |" in lines
+    assert "| novel_view / cross_view/PSNR | 21.23 | – |" in lines
+    assert "| novel_view / cross_view/SSIM | 0.812 | – |" in lines
+    assert lines[-1] == "- pixelnerf: skipped"
+    assert format_value("cross_inst/PCK@5", 0.25) == "25.0"
