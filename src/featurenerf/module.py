@@ -207,6 +207,11 @@ class FeatureNeRF(L.LightningModule):
         elif self.tasks is not None:
             self.tasks.validation_step(self, batch, batch_idx, dataloader_idx)
 
+    def on_validation_epoch_end(self) -> None:
+        # The task suite reduces its metrics over ranks, logs them and writes its results table.
+        if self.tasks is not None:
+            self.tasks.on_validation_epoch_end(self)
+
     def _novel_view_step(self, batch: dict, batch_idx: int) -> None:
         cond = self.net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
         tgt = batch["tgt_images"][0]  # (T, 3, H, W)
