@@ -57,7 +57,7 @@ def load_dino_pth(path: str | Path, trust_checkpoint: bool = False) -> dict[str,
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except Exception as err:
-        if not trust_checkpoint and "weights_only" in str(err):
+        if not trust_checkpoint and "Unsupported global" in str(err):
             raise CheckpointError(
                 f"{path}: the checkpoint holds pickled Python objects beyond tensors; if you trust the file, "
                 "pass trust_checkpoint=True"
