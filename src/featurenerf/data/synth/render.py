@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from featurenerf.data.synth.primitives import Box, bounds
 from featurenerf.data.synth.shapes import Shape
 
 RADIUS = 1.3
@@ -71,15 +72,23 @@ def render_view(shape: Shape, c2w: np.ndarray, size: int) -> tuple[np.ndarray, n
     ambient + a fixed sun + a headlight, so no face is black) and its exact part label.
     """
     origins, dirs = camera_rays(c2w, size)
-    best_t = np.full(len(dirs), np.inf)
+    # Only rays through the object's bounding box can hit anything (about a third of a view).
+    lo, hi = bounds(list(shape.primitives))
+    bbox = Box((lo + hi) / 2, (hi - lo) / 2 + 1e-6, 0, np.zeros(3))
+    candidates = np.flatnonzero(np.isfinite(bbox.intersect(origins, dirs)[0]))
+    o, d = origins[candidates], dirs[candidates]
+    t_best = np.full(len(d), np.inf)
+    n_best = np.zeros_like(d)
+    i_best = np.full(len(d), -1)
+    for i, prim in enumerate(shape.primitives):
+        t, n = prim.intersect(o, d)
+        closer = t < t_best
+        t_best = np.where(closer, t, t_best)
+        n_best[closer] = n[closer]
+        i_best[closer] = i
     best_n = np.zeros_like(dirs)
     best_i = np.full(len(dirs), -1)
-    for i, prim in enumerate(shape.primitives):
-        t, n = prim.intersect(origins, dirs)
-        closer = t < best_t
-        best_t = np.where(closer, t, best_t)
-        best_n[closer] = n[closer]
-        best_i[closer] = i
+    best_n[candidates], best_i[candidates] = n_best, i_best
     hit = best_i >= 0
     colours = np.array([p.colour for p in shape.primitives])
     labels_of = np.array([p.label for p in shape.primitives], dtype=np.uint8)
