@@ -6,7 +6,9 @@ finite numbers whose rotation is orthonormal (tolerance :data:`ORTHO_TOL`) with 
 ``intrinsics.txt`` parses. Annotations, when present: part maps (one per image, same size, labels below
 ``len(part_names)``), ``keypoints.json`` (``K`` rows of 3 numbers or null), ``points.npz`` (finite
 ``xyz (N, 3)``, integer ``labels (N,)`` in range), and ``meta.json`` (required once any annotation exists).
-Also reported: a root without split folders and a split folder with no objects.
+Also reported: a root without split folders and a split folder with no objects. Objects in the
+``transforms.json`` format (:mod:`featurenerf.data.transforms_json`) are checked for a readable
+``transforms.json``, orthonormal rotations and decodable images of the declared size.
 
 A check that depends on a broken file is skipped rather than reported twice (no image-size complaints when
 ``intrinsics.txt`` is malformed), so each problem names the file to fix.
@@ -24,7 +26,10 @@ import numpy as np
 from PIL import Image
 
 from featurenerf.data.annotations import Meta, read_meta
+from featurenerf.data.formats import object_format
 from featurenerf.data.srn import SPLITS, DataError, Intrinsics, read_intrinsics
+from featurenerf.data.transforms_json import FILENAME as TRANSFORMS_FILENAME
+from featurenerf.data.transforms_json import read_transforms_object
 
 ORTHO_TOL = 1e-3
 _SPLIT_DIR = re.compile(rf"^.+_({'|'.join(SPLITS)})$")
@@ -115,7 +120,33 @@ def summarise(root: Path) -> tuple[int, int]:
     return len(objects), sum(len(list((o / "rgb").glob("*.png"))) for o in objects)
 
 
+def _check_transforms_object(obj: Path) -> list[Problem]:
+    path = obj / TRANSFORMS_FILENAME
+    try:
+        record = read_transforms_object(obj)
+    except DataError as err:
+        # Reader errors read "<file>: <problem>"; the file is transforms.json or an image it names.
+        named, _, message = str(err).partition(": ")
+        return [Problem(Path(named), message) if message else Problem(path, str(err))]
+    problems = []
+    rot = record.extra["poses"][:, :3, :3].double().numpy()
+    for i, r in enumerate(rot):
+        err = np.abs(r.T @ r - np.eye(3)).max()
+        if err > ORTHO_TOL:
+            problems.append(
+                Problem(path, f"frames[{i}]: rotation is not orthonormal (max |R^T R - I| = {err:.2g})")
+            )
+    want = (record.intrinsics.height, record.intrinsics.width)
+    for image in record.rgb_paths:
+        msg = _check_image(image, want, rgb=True)
+        if msg:
+            problems.append(Problem(image, msg))
+    return problems
+
+
 def _check_object(obj: Path, meta: Meta | None) -> tuple[list[Problem], bool]:
+    if object_format(obj) == "transforms":
+        return _check_transforms_object(obj), False
     problems: list[Problem] = []
     rgb_dir, pose_dir, parts_dir = obj / "rgb", obj / "pose", obj / "parts"
     images = {p.stem: p for p in sorted(rgb_dir.glob("*.png"))} if rgb_dir.is_dir() else {}

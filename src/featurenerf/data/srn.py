@@ -86,10 +86,14 @@ def read_intrinsics(path: Path) -> Intrinsics:
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: intrinsics is not text") from err
     if len(lines) < 2:
-        raise DataError(f"{path}: malformed intrinsics, expected 'f cx cy 0' on the first line and 'H W' last")
+        raise DataError(
+            f"{path}: malformed intrinsics, expected 'f cx cy 0' on the first line and 'H W' last"
+        )
     first, last = _numbers(path, lines[0]), _numbers(path, lines[-1])
     if len(first) < 3 or len(last) != 2:
-        raise DataError(f"{path}: malformed intrinsics, expected 'f cx cy 0' on the first line and 'H W' last")
+        raise DataError(
+            f"{path}: malformed intrinsics, expected 'f cx cy 0' on the first line and 'H W' last"
+        )
     f, cx, cy = first[:3]
     h, w = last
     if not all(math.isfinite(v) for v in (f, cx, cy, h, w)) or f <= 0 or h < 1 or w < 1:
@@ -188,12 +192,19 @@ def list_objects(root: Path, split: str, category: str | None = None) -> list[Ob
         raise DataError(f"{root}: data root is a file, expected a folder holding <category>_{split}/")
     records = []
     for d in split_dirs(root, split, category):
-        for obj in sorted(p for p in d.iterdir() if p.is_dir()):
+        # Dot-folders are never objects (editors', rsync's and our generator's temporary folders).
+        for obj in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
             records.append(read_object(obj, split))
     return records
 
 
 def load_poses(record: ObjectRecord, indices: list[int] | None = None) -> torch.Tensor:
-    """Camera-to-world poses ``(V, 4, 4)`` of the chosen views (all when ``indices`` is None)."""
-    idx = range(record.num_views) if indices is None else indices
+    """Camera-to-world poses ``(V, 4, 4)`` of the chosen views (all when ``indices`` is None).
+
+    Readers of formats without per-view pose files (``transforms.json``) store the already converted
+    poses in ``record.extra["poses"]``; those are returned instead of reading files.
+    """
+    idx = list(range(record.num_views)) if indices is None else list(indices)
+    if "poses" in record.extra:
+        return record.extra["poses"][idx].clone()
     return torch.stack([read_pose(record.pose_paths[i]) for i in idx])
