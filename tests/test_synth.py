@@ -232,3 +232,18 @@ def test_killed_run_leaves_no_partial_object_and_resumes(tmp_path, monkeypatch):
     resumed = generate_dataset("toycar", tmp_path / "r", objects=3, views=2, size=16, seed=4, progress=False)
     fresh = generate_dataset("toycar", tmp_path / "f", objects=3, views=2, size=16, seed=4, progress=False)
     assert _files(resumed) == _files(fresh)
+
+
+def test_command_line_writes_dataset_and_reports_errors(tmp_path, capsys):
+    from featurenerf.commands.data import main
+
+    out = tmp_path / "cli"
+    args = ["synth", "--category", "toychair", "--out", str(out), "--objects", "3", "--views", "2"]
+    assert main([*args, "--size", "16", "--seed", "2", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert read_meta(out).category == "toychair" and len(list(out.glob("toychair_*/*"))) == 3
+    assert main([*args, "--size", "24", "--seed", "2", "--quiet"]) == 1  # other settings, same folder
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different settings" in err[0]
+    assert main(["check", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "ok: 3 objects, 6 views"
