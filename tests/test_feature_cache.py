@@ -17,6 +17,17 @@ from featurenerf.data.feature_cache import CacheError, FeatureCache
 from featurenerf.data.srn import list_objects, load_image_and_mask
 from featurenerf.teachers import Teacher
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy machine spinning OpenMP
+    threads make each call up to 100x slower; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 V, SIZE = 4, 16
 
 
@@ -227,7 +238,7 @@ def test_cache_command_on_a_generated_toy_set(toy_root, tmp_path, capsys):
     from featurenerf.commands.teachers import main
 
     args = ["cache", "--teacher", "hed_vgg16", "--data", str(toy_root), "--size", "32", "--quiet"]
-    args += ["--cache-dir", str(tmp_path / "features"), "--threads", "2", "--set", "input_size=null"]
+    args += ["--cache-dir", str(tmp_path / "features"), "--threads", "1", "--set", "input_size=null"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "6 objects, 30 views at 32px" in out and "0 hit, 6 built, 0 rebuilt" in out

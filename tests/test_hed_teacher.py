@@ -17,6 +17,16 @@ from featurenerf.teachers import hed as hed_module
 from featurenerf.teachers.hed import HedVGG16Teacher, packaged_weights
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy machine spinning OpenMP
+    threads make each call up to 100x slower; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def real() -> HedVGG16Teacher:
     return build_teacher("hed_vgg16")

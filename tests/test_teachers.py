@@ -21,6 +21,17 @@ from featurenerf.teachers import (
 )
 from featurenerf.teachers.base import foreground_cells, normalize_per_location
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy machine spinning OpenMP
+    threads make each call up to 100x slower; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY_VIT = {"hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 3, "intermediate_size": 96}
 TINY_VAE = {"block_out_channels": (8, 8, 16, 16), "norm_num_groups": 8, "layers_per_block": 1}
 TINY_UNET = {
@@ -355,3 +366,84 @@ def test_teachers_list_command(capsys):
     assert "pass weights=PATH" in " ".join(rows["dino_vits8"])
     column = lines[0].index("feature_dim")  # columns are aligned
     assert all(line.index(line.split()[1], len(line.split()[0])) == column for line in lines[1:])
+
+
+def _tiny_clip(folder) -> None:
+    """A tiny CLIP tokenizer + text encoder (16-d, like TINY_UNET's cross-attention) saved in a pipeline."""
+    import json
+
+    import transformers
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3, "a": 4, "b": 5}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(
+        vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"), model_max_length=77
+    )
+    tokenizer.save_pretrained(folder / "tokenizer")
+    config = transformers.CLIPTextConfig(
+        vocab_size=6,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
+    torch.manual_seed(0)
+    transformers.CLIPTextModel(config).save_pretrained(folder / "text_encoder")
+
+
+def test_sd_teachers_load_a_local_pipeline_folder(tmp_path):
+    import diffusers
+    from safetensors.torch import save_file
+
+    from featurenerf.teachers.stable_diffusion import SD15_SCHEDULE, _encode_empty_prompt
+
+    root = tmp_path / "sd"
+    random_unet = tiny("sd_unet")
+    random_unet.unet.save_pretrained(root / "unet")
+    random_unet.vae.save_pretrained(root / "vae")
+    _tiny_clip(root)
+    diffusers.DDPMScheduler(**SD15_SCHEDULE).save_pretrained(root / "scheduler")
+
+    loaded = build_teacher("sd_unet", weights=str(root), input_size=64)
+    assert loaded.weights_source == str(root)
+    # The empty prompt comes from the pipeline's own text encoder, run once at load.
+    prompt = _encode_empty_prompt(root)
+    assert prompt.shape == (1, 77, 16) and torch.equal(loaded.prompt, prompt)
+    # Same weights and prompt as the random teacher given that prompt as a file: the same features.
+    save_file({"emb": prompt}, tmp_path / "prompt.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = build_teacher(
+            "sd_unet", **TINY["sd_unet"][0], prompt_embedding=str(tmp_path / "prompt.safetensors")
+        )
+    images = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(loaded(images), reference(images))
+    # The VAE alone, from the pipeline folder or from its own folder.
+    vae = build_teacher("sd_vae", weights=str(root), layer="down1", input_size=32)
+    vae_own = build_teacher("sd_vae", weights=str(root / "vae"), layer="down1", input_size=32)
+    torch.testing.assert_close(vae(images), tiny("sd_vae")(images))
+    torch.testing.assert_close(vae_own(images), tiny("sd_vae")(images))
+    # The folder's noise schedule is used, and new weights in the folder change the cache key.
+    diffusers.DDPMScheduler(beta_schedule="linear").save_pretrained(root / "scheduler")
+    relinear = build_teacher("sd_unet", weights=str(root), input_size=64)
+    assert relinear._signal != loaded._signal
+    key = relinear.cache_key()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_teacher("sd_unet", **{**TINY["sd_unet"][0], "seed": 5}).unet.save_pretrained(root / "unet")
+    assert build_teacher("sd_unet", weights=str(root), input_size=64).cache_key() != key
+    (root / "text_encoder").rename(tmp_path / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="pass prompt_embedding=FILE"):
+        build_teacher("sd_unet", weights=str(root), input_size=64)
+
+
+def test_dinov2_loads_a_local_hf_folder(tmp_path):
+    teacher = tiny("dinov2")
+    teacher.model.save_pretrained(tmp_path / "dinov2")  # 2 blocks; layer -1 keeps both
+    loaded = build_teacher("dinov2", weights=str(tmp_path / "dinov2"), input_size=56)
+    images = torch.rand(1, 3, 56, 56)
+    torch.testing.assert_close(loaded(images), teacher(images))
