@@ -247,7 +247,7 @@ class FeatureNeRF(L.LightningModule):
             self._save_pictures(batch, pred, feats, batch_idx)
 
     def _save_pictures(self, batch: dict, pred: Tensor, feats: list[Tensor], batch_idx: int) -> None:
-        out_dir = Path(self.trainer.log_dir or ".") / "pictures"
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "pictures"
         step = self.global_step
         src = batch["src_images"][0, 0]
         rows = [[src, p, t] for p, t in zip(pred, batch["tgt_images"][0])]
