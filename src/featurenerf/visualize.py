@@ -98,3 +98,29 @@ def save_image_grid(
 ) -> Path:
     """Tile images (see :func:`image_grid`) and write the PNG atomically."""
     return save_png(image_grid(rows, header), path)
+
+
+def depth_image(depth: Tensor, mask: Tensor, lo: float, hi: float) -> Tensor:
+    """Depth maps (..., H, W) as grey pictures (..., 3, H, W): near ``lo`` white, far ``hi`` dark grey
+    (0.25, so the farthest surface still stands out), outside ``mask`` (..., H, W) black."""
+    t = ((depth - lo) / max(hi - lo, 1e-8)).clamp(0, 1)
+    grey = (1.0 - 0.75 * t) * mask
+    return grey.unsqueeze(-3).expand(*grey.shape[:-2], 3, *grey.shape[-2:])
+
+
+def save_gif(frames: Sequence[np.ndarray], path: Path, fps: float = 8.0) -> Path:
+    """Write uint8 HxWx3 frames as an endlessly looping animated GIF, atomically."""
+    if not frames:
+        raise ValueError("save_gif: no frames")
+    images = [Image.fromarray(f) for f in frames]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # GIF stores delays in 1/100 s (8 fps -> 120 ms); browsers slow delays under 20 ms down.
+    duration = 10 * max(round(100.0 / fps), 2)
+    atomic_save_via(
+        path,
+        lambda tmp: images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0
+        ),
+    )
+    return path
