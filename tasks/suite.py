@@ -216,7 +216,8 @@ class TaskSuite:
                 if not math.isnan(value)
             }
             if flat:
-                module.log_dict(flat, add_dataloader_idx=False, batch_size=1)
+                # Already reduced over ranks, so equal on all of them; "max" keeps them bit-exact.
+                module.log_dict(flat, add_dataloader_idx=False, batch_size=1, sync_dist=True, reduce_fx="max")
         if trainer is None or trainer.is_global_zero:
             step = int(getattr(module, "global_step", 0))
             self.write(results, step)

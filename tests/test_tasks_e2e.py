@@ -1,0 +1,282 @@
+"""End to end: ``featurenerf validate --task part_seg`` on the tiny generated toy cars, the teacher
+baseline's 3D lookup, and the one-line error on data without annotations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from featurenerf.data.srn import DataError
+
+#: A very small model of the real architecture (fast on CPU at 32 px).
+TINY = {
+    "encoder_layers": 1,
+    "d_hidden": 32,
+    "n_blocks": 2,
+    "n_inject": 1,
+    "combine_layer": 1,
+    "n_coarse": 8,
+    "n_fine": 4,
+    "n_fine_depth": 4,
+    "scene_radius": 0.8,
+    "chunk": 2048,
+}
+
+
+def save_checkpoint(path: Path, **hparams: Any) -> Path:
+    """A Lightning checkpoint of a freshly initialised model (seeded), as ``fit`` would write it."""
+    import lightning as L
+
+    from featurenerf.module import FeatureNeRF
+
+    torch.manual_seed(0)
+    model = FeatureNeRF(**TINY, **hparams)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.strategy.connect(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def write_config(path: Path, root: Path, runs: Path) -> Path:
+    lines = [
+        "seed_everything: 0",
+        "trainer:",
+        "  accelerator: cpu",
+        "  devices: 1",
+        "  logger: false",
+        "  enable_progress_bar: false",
+        "  enable_model_summary: false",
+        f"  default_root_dir: {runs}",
+        "model:",
+        *[f"  {k}: {v}" for k, v in TINY.items()],
+        "data:",
+        f"  root: {root}",
+        "  image_size: 32",
+        "  teacher: null",
+        "  val_objects: 1",
+        "  val_views: 1",
+        "  num_workers: 0",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_validate_part_seg_end_to_end(toy_root, tmp_path, capsys):
+    from featurenerf.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", feature_dim=0)
+    config = write_config(tmp_path / "config.yaml", toy_root, tmp_path / "runs")
+    args = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--task", "part_seg"]
+    # The baseline checkpoint is the same model: its column must equal featurenerf's exactly, which
+    # checks that both methods go through the same descriptors and that the checkpoint round-trips.
+    args += ["--tasks.num_pairs", "2", "--tasks.split", "train", "--tasks.pixelnerf_ckpt", str(ckpt)]
+    assert main(args) == 0
+
+    out = tmp_path / "run" / "tasks"
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"part_seg_2d", "part_seg_3d"}
+    for task in results.values():
+        assert set(task) == {"featurenerf", "pixelnerf"}  # no teacher, no feature head: those are skipped
+        assert set(task["featurenerf"]) == {"cross_inst/mIoU", "cross_view/mIoU"}
+        assert task["pixelnerf"] == task["featurenerf"]
+        for value in task["featurenerf"].values():
+            assert 0.0 <= value <= 1.0
+
+    pairs = json.loads((out / "pairs.json").read_text())
+    assert len(pairs["cross_inst_pairs"]) == 2 and len(pairs["cross_view_pairs"]) == 2
+
+    table = (out / "results.md").read_text()
+    assert "| task / metric | featurenerf | pixelnerf |" in table
+    assert "teacher_2d: skipped" in table and "featurenerf_v: skipped" in table
+    assert "| task / metric | featurenerf | pixelnerf |" in capsys.readouterr().out  # printed at the end
+    for task in ("part_seg_2d", "part_seg_3d"):
+        assert sorted(p.name for p in (out / "pictures" / task).glob("*.png")) == [
+            "cross_inst000_step000000.png",
+            "cross_inst001_step000000.png",
+            "cross_view000_step000000.png",
+            "cross_view001_step000000.png",
+        ]
+
+
+def test_teacher_3d_lookup_matches_the_pixel_lookup():
+    """teacher_2d at 3D points = the upsampled teacher map read where the points project: points that
+    project onto pixel centres get exactly those pixels' descriptors."""
+    from featurenerf.geometry.cameras import rays_from_pixels
+    from featurenerf.tasks.descriptors import Descriptors, PosedView, sample_map
+
+    s = 8
+    torch.manual_seed(0)
+    mask = torch.zeros(s, s, dtype=torch.bool)
+    mask[2:6, 1:7] = True
+    pose = torch.eye(4)
+    pose[2, 3] = -2.0
+    view = PosedView(
+        "obj",
+        0,
+        torch.rand(3, s, s),
+        mask,
+        pose,
+        torch.tensor([9.0, 9.0]),
+        torch.tensor([4.0, 4.0]),
+        teacher=torch.randn(5, 2, 2),
+    )
+    d = Descriptors({}, ["teacher_2d"])
+    ij = view.foreground_ij()
+    uv = ij.flip(-1).float() + 0.5
+    origins, dirs = rays_from_pixels(uv, pose, view.focal, view.c)
+    xyz = origins + 1.7 * dirs  # any depth along each pixel's ray
+    at_points = d.points("teacher_2d", xyz, view, ("pts", "obj"))
+    at_pixels = d.foreground("teacher_2d", view, view)
+    assert torch.allclose(at_points, at_pixels, atol=1e-5)
+    # And a constant map reads as that constant anywhere, including outside the image (border padding).
+    const = torch.ones(3, s, s) * torch.tensor([1.0, 2.0, 3.0])[:, None, None]
+    assert torch.allclose(
+        sample_map(const, torch.tensor([[-5.0, 3.0], [4.0, 4.0]])), torch.tensor([[1.0, 2.0, 3.0]] * 2)
+    )
+    assert torch.allclose(at_pixels.norm(dim=-1), torch.ones(len(ij)))
+    assert F.cosine_similarity(at_pixels[:1], at_pixels[:1]).item() == pytest.approx(1.0)
+
+
+def test_unannotated_data_says_which_file_is_needed(toy_root, tmp_path):
+    from featurenerf.data.datamodule import FeatureNeRFData
+    from featurenerf.tasks.suite import TaskSuite
+
+    root = tmp_path / "plain"
+    shutil.copytree(toy_root, root)
+    for parts in root.glob("*/*/parts"):
+        shutil.rmtree(parts)
+    dm = FeatureNeRFData(root=str(root), image_size=32, teacher=None, check=False)
+    with pytest.raises(DataError) as err:
+        TaskSuite(["part_seg_2d"], dm, num_pairs=2, split="train", out_dir=tmp_path / "out")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "/parts/" in message and ": missing; part_seg_2d needs part label maps" in message
+    assert "annotated format" in message
+    # Tasks that need other files still work on it, and a missing points.npz is named likewise.
+    TaskSuite(["part_seg_3d"], dm, num_pairs=2, split="train", out_dir=tmp_path / "out")
+    for points in root.glob("*/*/points.npz"):
+        points.unlink()
+    with pytest.raises(DataError, match=r"points\.npz: missing; keypoints_3d needs"):
+        TaskSuite(["keypoints_3d"], dm, num_pairs=2, split="train", out_dir=tmp_path / "out")
+
+
+class PoolTeacher:
+    """Built lazily (the Teacher base imports the teacher package): 4x4 average pool, 3 → 6 channels."""
+
+    @staticmethod
+    def build():
+        from featurenerf.teachers import Teacher
+
+        class _Pool(Teacher):
+            def __init__(self) -> None:
+                super().__init__()
+                self.proj = torch.nn.Conv2d(3, 6, 1)
+                with torch.no_grad():
+                    self.proj.weight.copy_(torch.arange(18.0).view(6, 3, 1, 1) / 10 - 0.8)
+                    self.proj.bias.zero_()
+
+            feature_dim = property(lambda self: 6)
+            stride = property(lambda self: 4)
+            input_size = property(lambda self: None)
+            mean = property(lambda self: (0.5, 0.5, 0.5))
+            std = property(lambda self: (0.5, 0.5, 0.5))
+            weights_source = property(lambda self: "test")
+
+            def cache_fields(self) -> dict[str, Any]:
+                return {}
+
+            def extract(self, images: torch.Tensor) -> torch.Tensor:
+                return self.proj(F.avg_pool2d(images, 4))
+
+        return _Pool()
+
+
+def _validate_in_process(
+    root: Path, out: Path, tasks: list[str], devices: int = 1, teacher=None, pixelnerf=None
+):
+    import lightning as L
+
+    from featurenerf.data.datamodule import FeatureNeRFData
+    from featurenerf.module import FeatureNeRF
+    from featurenerf.tasks.suite import TaskSuite
+
+    dm = FeatureNeRFData(
+        root=str(root),
+        image_size=32,
+        teacher=teacher,
+        cache_dir=str(out / "cache"),
+        val_objects=1,
+        val_views=1,
+        check=False,
+    )
+    torch.manual_seed(0)
+    model = FeatureNeRF(feature_dim=dm.feature_dim, **TINY)
+    suite = TaskSuite(tasks, dm, num_pairs=3, split="train", out_dir=out / "tasks", pixelnerf_ckpt=pixelnerf)
+    model.tasks = suite
+    dm.extra_val_loaders = suite.dataloaders()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.validate(model, datamodule=dm, verbose=False)
+    return json.loads((out / "tasks" / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_every_task_and_method_in_one_table(toy_root, tmp_path):
+    from featurenerf.tasks import TASKS
+
+    pix = save_checkpoint(tmp_path / "pix.ckpt", feature_dim=6, distill_weight=0.0)
+    results = _validate_in_process(
+        toy_root, tmp_path, TASKS.list(), teacher=PoolTeacher.build(), pixelnerf=str(pix)
+    )
+    assert set(results) == set(TASKS.list())
+    for name, per_method in results.items():
+        want = (
+            {"featurenerf", "pixelnerf"}
+            if name == "novel_view"
+            else {"featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf"}
+        )
+        assert set(per_method) == want
+        for metrics in per_method.values():
+            assert all(v is not None for v in metrics.values())
+    assert set(results["keypoints_3d"]["teacher_2d"]) == {
+        f"{k}/PCK@{t}" for k in ("cross_inst", "cross_view") for t in ("0.025", "0.05", "0.075", "0.1")
+    }
+    assert set(results["keypoints_2d"]["featurenerf"]) == {
+        f"{k}/PCK@{t}" for k in ("cross_inst", "cross_view") for t in ("2.5", "5", "7.5", "10")
+    }
+    assert results["novel_view"]["featurenerf"]["cross_view/SSIM"] <= 1.0
+    md = (tmp_path / "tasks" / "results.md").read_text()
+    assert "| task / metric | featurenerf | featurenerf_v | teacher_2d | pixelnerf |" in md
+    assert len(list((tmp_path / "tasks" / "pictures").rglob("*.png"))) == 2 * 4 * 2 + 2
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_give_the_single_process_numbers(toy_root, tmp_path):
+    """3 pairs per kind over 2 ranks: uneven shards, summed states; the table must not change."""
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("needs torch.distributed with gloo")
+    tasks = ["part_seg_2d", "keypoints_3d"]
+    single = _validate_in_process(toy_root, tmp_path / "one", tasks)
+    double = _validate_in_process(toy_root, tmp_path / "two", tasks, devices=2)
+    # Equal up to the order of the float64 sums (a + b + c vs (a + c) + b).
+    assert single.keys() == double.keys()
+    for task, per_method in single.items():
+        assert per_method.keys() == double[task].keys()
+        for method, metrics in per_method.items():
+            assert metrics == pytest.approx(double[task][method], rel=1e-12, abs=1e-15)
