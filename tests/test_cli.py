@@ -169,7 +169,7 @@ def test_fit_writes_config_and_checkpoint(trained_run):
     # the sampling jitter and the rays are seeded: the saved model differs from its initialisation
     from featurenerf.module import FeatureNeRF
 
-    init = FeatureNeRF(**ckpt["hyper_parameters"])
+    init = FeatureNeRF(**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")})
     w0 = init.net.mlp.lin_in.weight
     assert not torch.equal(w0, ckpt["state_dict"]["net.mlp.lin_in.weight"])
 
