@@ -19,7 +19,7 @@ from .pairs import CrossInstancePair, PairSet
 
 
 class PairItems(Dataset):
-    """The pairs a task evaluates, cross-instance ones first.
+    """The pairs a task evaluates, the kinds interleaved (so ``limit_val_batches`` keeps both kinds).
 
     Each item: ``{"index", "kind", "pair" (index within its kind), "src": side, "trg": side}``; a side is
     ``{"name", "view", "image" (3, S, S), "mask" (S, S), "pose" (4, 4), "focal" (2,), "c" (2,)}``, plus
@@ -36,13 +36,20 @@ class PairItems(Dataset):
         self.task = task
         self.records = {r.name: r for r in records}
         self.views = views
-        self.items: list[tuple[str, int, str, int, str, int]] = []
+        per_kind = []
         for kind in task.kinds:
+            rows = []
             for i, p in enumerate(pairs.cross_inst if kind == "cross_inst" else pairs.cross_view):
                 if isinstance(p, CrossInstancePair):
-                    self.items.append((kind, i, p.src, p.view, p.trg, p.view))
+                    rows.append((kind, i, p.src, p.view, p.trg, p.view))
                 else:
-                    self.items.append((kind, i, p.model_id, p.src_view, p.model_id, p.trg_view))
+                    rows.append((kind, i, p.model_id, p.src_view, p.model_id, p.trg_view))
+            per_kind.append(rows)
+        # inst 0, view 0, inst 1, view 1, ...: a truncated run still measures every kind.
+        longest = max((len(r) for r in per_kind), default=0)
+        self.items: list[tuple[str, int, str, int, str, int]] = [
+            rows[i] for i in range(longest) for rows in per_kind if i < len(rows)
+        ]
 
     def __len__(self) -> int:
         return len(self.items)

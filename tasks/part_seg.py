@@ -96,9 +96,11 @@ class PartSeg3D(Task):
         if ctx.wants_picture(item):
             n = ctx.num_parts
             extent = float(torch.cat([s_xyz, t_xyz]).norm(dim=-1).max()) * 1.1
-            pic = lambda xyz, lab: pictures.scatter_points(
-                xyz, pictures.label_colours(lab.cpu(), n), extent=extent
-            )  # noqa: E731
-            row = [pic(s_xyz, s_lab), pic(t_xyz, t_lab), *[pic(t_xyz, p) for p in preds.values()]]
+            colours = lambda lab: pictures.label_colours(lab.cpu(), n)  # noqa: E731
+            row = [
+                pictures.scatter_points(s_xyz, colours(s_lab), extent=extent),
+                pictures.scatter_points(t_xyz, colours(t_lab), extent=extent),
+                *[pictures.scatter_points(t_xyz, colours(p), extent=extent) for p in preds.values()],
+            ]
             header = ["source parts", "target truth", *preds]
             save_image_grid([row], ctx.picture_path(self.name, item), header=header)

@@ -161,7 +161,7 @@ class TaskSuite:
             for task in self.tasks:
                 task.set_methods(methods)
             if "featurenerf_v" not in methods:
-                self.notes.append("featurenerf_v: skipped (the model has no feature head, feature_dim 0)")
+                self._note("featurenerf_v: skipped (the model has no feature head, feature_dim 0)")
         for task in self.tasks:
             task.to(module.device)
 
@@ -199,11 +199,13 @@ class TaskSuite:
             ``{task: {method: {metric: value}}}``.
         """
         self._prepare(module)  # a rank that had no pair still takes part in the reduction
+        trainer = getattr(module, "_trainer", None)
+        if trainer is not None and not trainer.sanity_checking:
+            self._note_truncation(trainer)
         results = {task.name: task.compute() for task in self.tasks}
         for task in self.tasks:
             task.reset()
         self._ctx = None
-        trainer = getattr(module, "_trainer", None)
         if trainer is not None and trainer.sanity_checking:
             return results
         self.last_results = results
@@ -223,6 +225,22 @@ class TaskSuite:
             self.write(results, step)
             print(self.table(results, step), flush=True)
         return results
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def _note_truncation(self, trainer) -> None:
+        """Say in the results when ``trainer.limit_val_batches`` cut a task's pairs short."""
+        counts = list(getattr(trainer, "num_val_batches", []) or [])
+        loaders = getattr(self.datamodule, "extra_val_loaders", [])
+        for task, loader, done in zip(self.tasks, loaders, counts[1:]):
+            total = len(loader)
+            if done < total:
+                self._note(
+                    f"{task.name}: only {int(done)} of {total} pairs per process were evaluated "
+                    "(trainer.limit_val_batches; pass --trainer.limit_val_batches 1.0 for all)"
+                )
 
     # ------------------------------------------------------------------ results
     def describe(self) -> str:

@@ -122,3 +122,22 @@ def test_task_option_parsing_expands_groups_to_registered_tasks():
     assert expand_tasks(None) == []
     every = expand_tasks(["part_seg", "keypoints", "novel_view"])
     assert sorted(every) == TASKS.list()
+
+
+def test_task_items_interleave_kinds_so_a_truncated_run_sees_both():
+    from featurenerf.tasks.data import PairItems
+    from featurenerf.tasks.part_seg import PartSeg3D
+
+    pairs = sample_pairs(_records(4), 3, seed=0)
+    pairs = type(pairs)(pairs.cross_inst[:2], pairs.cross_view)  # 2 cross-instance, 3 cross-view
+    items = PairItems(PartSeg3D(), pairs, _records(4), views=None)
+    assert [(k, i) for k, i, *_ in items.items] == [
+        ("cross_inst", 0),
+        ("cross_view", 0),
+        ("cross_inst", 1),
+        ("cross_view", 1),
+        ("cross_view", 2),
+    ]
+    kind, i, a, va, b, vb = items.items[1]
+    p = pairs.cross_view[0]
+    assert (a, va, b, vb) == (p.model_id, p.src_view, p.model_id, p.trg_view)

@@ -280,3 +280,22 @@ def test_ddp_two_ranks_give_the_single_process_numbers(toy_root, tmp_path):
         assert per_method.keys() == double[task].keys()
         for method, metrics in per_method.items():
             assert metrics == pytest.approx(double[task][method], rel=1e-12, abs=1e-15)
+
+
+def test_truncated_task_loaders_are_noted(toy_root, tmp_path):
+    from types import SimpleNamespace
+
+    from featurenerf.data.datamodule import FeatureNeRFData
+    from featurenerf.tasks.suite import TaskSuite
+
+    dm = FeatureNeRFData(root=str(toy_root), image_size=32, teacher=None, check=False)
+    suite = TaskSuite(["part_seg_3d", "novel_view"], dm, num_pairs=3, split="train", out_dir=tmp_path)
+    dm.extra_val_loaders = suite.dataloaders()
+    assert [len(dl) for dl in dm.extra_val_loaders] == [6, 3]  # both kinds / cross-view only
+    suite._note_truncation(SimpleNamespace(num_val_batches=[1, 2, 3]))
+    suite._note_truncation(SimpleNamespace(num_val_batches=[1, 2, 3]))  # said once, not per validation run
+    truncated = [n for n in suite.notes if "limit_val_batches" in n]
+    assert truncated == [
+        "part_seg_3d: only 2 of 6 pairs per process were evaluated "
+        "(trainer.limit_val_batches; pass --trainer.limit_val_batches 1.0 for all)"
+    ]
