@@ -58,9 +58,7 @@ class Keypoints2D(Task):
 
     def new_metrics(self) -> dict[str, Metric]:
         labels = [f"PCK@{t:g}" for t in PCK_2D_PIXELS_AT_128]
-        metric = PCK(pck_thresholds_2d(self.image_size))
-        metric.labels = labels
-        return {"PCK": metric}
+        return {"PCK": PCK(pck_thresholds_2d(self.image_size), labels=labels)}
 
     def annotations(self, record: ObjectRecord, view: int) -> dict:
         uv, visible = derive_keypoints_2d(record, view, self.image_size)
@@ -104,9 +102,7 @@ class Keypoints3D(Task):
     needs = "3D keypoints keypoints.json and surface points points.npz"
 
     def new_metrics(self) -> dict[str, Metric]:
-        metric = PCK(PCK_3D_UNITS)
-        metric.labels = [f"PCK@{t:g}" for t in PCK_3D_UNITS]
-        return {"PCK": metric}
+        return {"PCK": PCK(PCK_3D_UNITS)}
 
     def annotations(self, record: ObjectRecord, view: int) -> dict:
         xyz, _ = load_points(record)

@@ -139,11 +139,18 @@ class PCK(PairMean):
 
     Args:
         thresholds: distances (pixels or world units) below which a keypoint is correct.
+        labels: result names of the thresholds (default ``PCK@<threshold>``).
     """
 
-    def __init__(self, thresholds: Sequence[float], **kwargs) -> None:
+    def __init__(self, thresholds: Sequence[float], labels: Sequence[str] | None = None, **kwargs) -> None:
         super().__init__(size=len(thresholds), **kwargs)
         self.thresholds = tuple(float(t) for t in thresholds)
+        #: Names of the values in results (2D thresholds are named at 128 px whatever the image size).
+        self.labels = list(labels) if labels is not None else [f"PCK@{t:g}" for t in self.thresholds]
+        if len(self.labels) != len(self.thresholds):
+            raise ValueError(
+                f"need one label per threshold, got {len(self.labels)} for {len(self.thresholds)}"
+            )
 
     def update(self, pred: Tensor, truth: Tensor) -> None:  # type: ignore[override]
         """pred, truth: (K, 2) pixel or (K, 3) world positions of the keypoints evaluated in one pair."""
