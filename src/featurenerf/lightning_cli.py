@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from featurenerf.data.datamodule import FeatureNeRFData
+from featurenerf.checkpointing import load_checkpoint_file, use_atomic_checkpoint_io
+from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.module import FeatureNeRF, TrainingDiverged
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
@@ -36,6 +39,14 @@ def expand_tasks(names: list[str] | None) -> list[str]:
             for task in TASK_GROUPS.get(name, [name]):
                 if task not in out:
                     out.append(task)
+    if out:
+        from featurenerf.registry import UnknownNameError
+        from featurenerf.tasks import TASKS
+
+        unknown = [t for t in out if t not in TASKS]
+        if unknown:
+            known = ", ".join([*TASKS.list(), *TASK_GROUPS])
+            raise UnknownNameError(f"--task: unknown task {unknown[0]!r}; known tasks: {known}")
     return out
 
 
@@ -94,6 +105,50 @@ class FeatureNeRFCLI(LightningCLI):
     def _cfg(self):
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        self._check_arguments()
+
+    def _check_arguments(self) -> None:
+        """Refuse, right after parsing (before seeding or building anything), what is certain to fail:
+        an unknown task or teacher name, a data root that is missing or a file, a missing --ckpt_path."""
+        sub = self.config.get("subcommand")
+        if sub is None:  # parse-and-build only (tests, notebooks)
+            return
+        cfg = self.config[sub]
+        expand_tasks(cfg.get("task"))
+        spec = cfg.data.teacher
+        name = spec if isinstance(spec, str) else getattr(spec, "get", lambda _k: None)("name")
+        if isinstance(name, str) and "." not in name:  # a registry name; dotted class paths import later
+            from featurenerf.registry import UnknownNameError
+            from featurenerf.teachers import TEACHERS
+
+            try:
+                TEACHERS.get(name)
+            except UnknownNameError as err:
+                raise UnknownNameError(f"data.teacher: {err}") from None
+        require_data_root(cfg.data.root)
+        ckpt = cfg.get("ckpt_path")
+        named = ckpt in ("last", "best", "hpc", "registry") or "://" in str(ckpt)
+        if ckpt and not named and not Path(ckpt).is_file():
+            raise FileNotFoundError(
+                f"--ckpt_path {ckpt}: no such checkpoint file; pass a run's checkpoints/last.ckpt "
+                "(or --ckpt_path last to resume the latest run)"
+            )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's hyper-parameter merge from ``--ckpt_path``, reading the file with our safe loader:
+        an unsafe or unreadable checkpoint is one line naming it, and ``--weights_only=false`` trusts it."""
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        trust = self.config[sub].get("weights_only") is False
+        hparams = load_checkpoint_file(ckpt_path, trust=trust, mmap=True).get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        if hparams:
+            self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
+
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
         cfg = self._cfg()
@@ -103,8 +158,9 @@ class FeatureNeRFCLI(LightningCLI):
             if cfg.ckpt_path == "last":
                 run = latest_run(root)
                 if run is None or not (run / "checkpoints" / "last.ckpt").exists():
-                    raise SystemExit(
-                        f"featurenerf: error: --ckpt_path last: no run with checkpoints/last.ckpt under {root}"
+                    raise FileNotFoundError(
+                        f"--ckpt_path last: no run with checkpoints/last.ckpt under {root}; "
+                        "start one with featurenerf fit, or set --trainer.default_root_dir to its runs folder"
                     )
                 cfg.ckpt_path = str(run / "checkpoints" / "last.ckpt")
                 print(f"fit: resuming {cfg.ckpt_path}", file=sys.stderr)
@@ -135,6 +191,7 @@ class FeatureNeRFCLI(LightningCLI):
 
             with atomic_write(self.run_dir / "config.yaml", "w") as fh:
                 fh.write(self.saved_config)
+        use_atomic_checkpoint_io(self.trainer)  # a kill mid-save never leaves a truncated last.ckpt
         cfg = self._cfg()
         if sub is None:
             return
@@ -143,7 +200,7 @@ class FeatureNeRFCLI(LightningCLI):
             if ckpt_cb.dirpath is None:
                 ckpt_cb.dirpath = str(self.run_dir / "checkpoints")
             ckpt_cb.save_last = True
-        check_checkpoint_width(cfg.get("ckpt_path"), self.model)
+        check_checkpoint_width(cfg.get("ckpt_path"), self.model, trust=cfg.get("weights_only") is False)
         tasks = expand_tasks(cfg.get("task"))
         if tasks:
             from featurenerf.tasks.suite import TaskSuite
@@ -163,20 +220,13 @@ class FeatureNeRFCLI(LightningCLI):
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 
 
-def check_checkpoint_width(ckpt_path: str | None, model: FeatureNeRF) -> None:
+def check_checkpoint_width(ckpt_path: str | None, model: FeatureNeRF, trust: bool = False) -> None:
     """Refuse, in one line, a checkpoint whose feature head has another width than the teacher gives."""
     if not ckpt_path or not Path(ckpt_path).is_file():
         return
-    import torch
-
     from featurenerf.data.srn import DataError
 
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise DataError(
-            f"{ckpt_path}: not a readable featurenerf checkpoint ({type(err).__name__}: {err})"
-        ) from err
+    ckpt = load_checkpoint_file(ckpt_path, trust=trust, mmap=True)
     width = ckpt.get("hyper_parameters", {}).get("feature_dim")
     if width is not None and width != model.net.feature_dim:
         raise DataError(
@@ -203,18 +253,31 @@ def _implicit_validate_args(command: str, args: list[str]) -> list[str]:
         return args
     run = latest_run(Path(DEFAULT_RUNS_ROOT))
     if run is None:
-        raise SystemExit(
-            f"featurenerf: error: {command}: no --config/--ckpt_path given and no run under {DEFAULT_RUNS_ROOT}/ "
+        raise FileNotFoundError(
+            f"{command}: no --config/--ckpt_path given and no run under {DEFAULT_RUNS_ROOT}/ "
             "(train one with `featurenerf fit --config configs/toy_cars.yaml`)"
         )
     last = run / "checkpoints" / "last.ckpt"
     if not last.exists():
-        raise SystemExit(f"featurenerf: error: {command}: latest run {run} has no checkpoints/last.ckpt")
+        raise FileNotFoundError(
+            f"{command}: latest run {run} has no checkpoints/last.ckpt; pass --ckpt_path and --config"
+        )
     print(
         f"{command}: using the latest run's config {run / 'config.yaml'} and checkpoint {last}",
         file=sys.stderr,
     )
     return ["--config", str(run / "config.yaml"), "--ckpt_path", str(last), *args]
+
+
+def _find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """``err`` or the first exception in its ``raise ... from`` chain that is one of ``types``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, types):
+            return err
+        seen.add(id(err))
+        err = err.__cause__
+    return None
 
 
 def run_lightning(command: str, args: list[str]) -> int:
@@ -227,9 +290,15 @@ def run_lightning(command: str, args: list[str]) -> int:
     import featurenerf.teachers as teachers
 
     teachers.TEACHERS.load_plugins()  # third-party teachers are registered before the config is parsed
-    if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
-        args = _implicit_validate_args(command, args)
+    # DrawSampler resumes mid-epoch exactly (the position comes from the restored step count); Lightning
+    # cannot see that and would warn on every mid-epoch resume.
+    warnings.filterwarnings(
+        "ignore", message=r"You're resuming from a checkpoint that ended before the epoch"
+    )
+    ours = (DataError, UnknownNameError, TrainingDiverged, FileNotFoundError)
     try:
+        if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
+            args = _implicit_validate_args(command, args)
         FeatureNeRFCLI(
             FeatureNeRF,
             FeatureNeRFData,
@@ -237,8 +306,19 @@ def run_lightning(command: str, args: list[str]) -> int:
             seed_everything_default=0,
             save_config_callback=None,
             auto_configure_optimizers=True,
+            # parse errors raise instead of printing the whole usage: we print one line
+            parser_kwargs={"exit_on_error": False},
         )
-    except (DataError, UnknownNameError, TrainingDiverged, FileNotFoundError) as err:
-        print(f"featurenerf: error: {err}", file=sys.stderr)
+    except ArgumentError as err:  # an unknown key, a bad value: jsonargparse's message, on one line
+        message = " ".join(str(err).split())
+        print(f"featurenerf: error: {message}; see `featurenerf {command} --help`", file=sys.stderr)
+        return 2
+    except Exception as err:
+        # jsonargparse wraps errors raised while building classes (e.g. an unknown teacher inside the
+        # teacher-width link); report ours, whatever wraps them.
+        cause = _find_cause(err, ours)
+        if cause is None:
+            raise
+        print(f"featurenerf: error: {cause}", file=sys.stderr)
         return 2
     return 0

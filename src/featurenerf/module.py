@@ -38,8 +38,10 @@ class FeatureNeRF(L.LightningModule):
             the coarse and the fine pass.
         lr: Adam learning rate (1e-4, no decay).
         bbox_steps: draw training rays inside the object's 2D box for this many steps (paper: 100k).
-        max_skip_fraction: stop with an error when more than this fraction of steps (after
-            ``skip_grace_steps``) had non-finite losses or gradients.
+        max_skip_fraction: stop with an error when more than this fraction of the last
+            ``skip_grace_steps`` steps had non-finite losses or gradients (such steps are skipped). A
+            window, not the whole run: a run that diverges late stops within ``skip_grace_steps`` steps.
+        skip_grace_steps: the window, and how many steps run before the check starts.
         val_pictures: how many validation objects get picture grids per validation run.
         compile: ``torch.compile`` the MLP (opt-in).
     """
@@ -106,6 +108,8 @@ class FeatureNeRF(L.LightningModule):
             self.net.mlp = torch.compile(self.net.mlp)
         # Counted in the checkpoint so a resumed run keeps its skip statistics.
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        # Which of the last skip_grace_steps steps were skipped (slot = step count mod window).
+        self.register_buffer("recent_skips", torch.zeros(max(skip_grace_steps, 1), dtype=torch.bool))
         self.register_buffer("seen_steps", torch.zeros((), dtype=torch.long))
         self.tasks = None  # set by the CLI / datamodule wiring for task validation loops
 
@@ -165,6 +169,7 @@ class FeatureNeRF(L.LightningModule):
         key = "bbox" if self.global_step < self.hparams.bbox_steps else "full"
         terms = self.compute_losses(batch, batch["rays"][key])
         self.seen_steps += 1
+        self.recent_skips[(int(self.seen_steps) - 1) % len(self.recent_skips)] = False
         loss = terms["loss"]
         if not torch.isfinite(loss):
             self._count_skip("loss")
@@ -184,16 +189,18 @@ class FeatureNeRF(L.LightningModule):
 
     def _count_skip(self, what: str) -> None:
         self.skipped_steps += 1
+        window = len(self.recent_skips)
+        self.recent_skips[(int(self.seen_steps) - 1) % window] = True
         self.log("train/skipped_steps", self.skipped_steps.float(), batch_size=1)
         seen = int(self.seen_steps)
-        frac = int(self.skipped_steps) / max(seen, 1)
+        recent = int(self.recent_skips.sum())
         print(
             f"step {self.global_step}: non-finite {what}, step skipped ({int(self.skipped_steps)} so far)",
             file=sys.stderr,
         )
-        if seen >= self.hparams.skip_grace_steps and frac > self.hparams.max_skip_fraction:
+        if seen >= self.hparams.skip_grace_steps and recent / window > self.hparams.max_skip_fraction:
             raise TrainingDiverged(
-                f"{int(self.skipped_steps)} of {seen} steps had non-finite losses or gradients "
+                f"{recent} of the last {window} steps had non-finite losses or gradients "
                 f"(> model.max_skip_fraction={self.hparams.max_skip_fraction}); lower model.lr or check the data"
             )
 

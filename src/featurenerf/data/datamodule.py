@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from featurenerf.data.datasets import NovelViews, ObjectViews, TrainRays
+from featurenerf.data.datasets import DrawSampler, NovelViews, ObjectViews, TrainRays
 from featurenerf.data.srn import DataError, ObjectRecord
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,19 @@ MAKE_DATA_HINT = (
     "make the toy data with `featurenerf data synth --category toycar --out data/toy_cars` "
     "(or `make demo`), or point data.root at an SRN folder holding cars_train/, cars_val/, cars_test/"
 )
+
+
+def require_data_root(root: str | Path | None) -> Path:
+    """``root`` as a folder that exists, or a one-line :class:`DataError` saying how to get data (the CLI
+    calls this right after parsing, before anything is built)."""
+    if root is None:
+        raise DataError(f"data.root is not set: {MAKE_DATA_HINT}")
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: data root does not exist; {MAKE_DATA_HINT}")
+    if not root.is_dir():
+        raise DataError(f"{root}: data root is a file, expected a folder; {MAKE_DATA_HINT}")
+    return root
 
 
 class FeatureNeRFData(L.LightningDataModule):
@@ -129,13 +142,7 @@ class FeatureNeRFData(L.LightningDataModule):
 
     def require_root(self) -> Path:
         """The data root, or a one-line error saying how to get data."""
-        if self.root is None:
-            raise DataError(f"data.root is not set: {MAKE_DATA_HINT}")
-        if not self.root.exists():
-            raise DataError(f"{self.root}: data root does not exist; {MAKE_DATA_HINT}")
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: data root is a file, expected a folder; {MAKE_DATA_HINT}")
-        return self.root
+        return require_data_root(self.root)
 
     # ------------------------------------------------------------------ records
     def records(self, split: str) -> list[ObjectRecord]:
@@ -220,14 +227,31 @@ class FeatureNeRFData(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        # TrainRays draws objects itself, as a pure function of the index; the sampler continues the
+        # stream of draws across epochs and, after a resume, from the exact batch the checkpoint followed.
+        per_epoch = len(self.train_set) // self.batch_size * self.batch_size
+        if per_epoch == 0:
+            raise DataError(
+                f"data.epoch_length ({len(self.train_set)}) is smaller than data.batch_size ({self.batch_size})"
+            )
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=False,  # TrainRays draws objects itself, as a pure function of the index
+            sampler=DrawSampler(per_epoch, self._consumed_draws),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,
         )
+
+    def _consumed_draws(self) -> int:
+        """Training draws already used: batches trained on (the module's ``seen_steps``, restored from a
+        checkpoint before iteration starts) × batch size × processes; 0 outside a trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        seen = getattr(trainer.lightning_module, "seen_steps", None)
+        batches = int(seen) if seen is not None else trainer.global_step * trainer.accumulate_grad_batches
+        return batches * self.batch_size * trainer.world_size
 
     def val_dataloader(self) -> list[DataLoader]:
         loaders = [DataLoader(self.val_set, batch_size=1, num_workers=self.num_workers)]

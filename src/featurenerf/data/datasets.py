@@ -9,12 +9,12 @@ colour target is that pixel and its distillation target is the teacher map sampl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from featurenerf.data.srn import ObjectRecord, load_image_and_mask, load_poses
 from featurenerf.geometry.cameras import rays_from_pixels, uv_to_grid
@@ -76,7 +76,8 @@ class TrainRays(Dataset):
     uniformly and only the views drawn are loaded. Two ray sets are returned with the same views: ``bbox``
     (pixels inside the object's 2D bounding box, used early in training) and ``full`` (any pixel); the
     module picks one by step. Randomness is a pure function of ``(seed, index)`` so a run is reproducible
-    and resumable: index ``k`` maps to object ``k mod N`` of a per-round permutation.
+    and resumable: index ``k`` maps to object ``k mod N`` of a per-round permutation. Any ``k >= 0`` is a
+    valid draw (``len`` is one epoch); :class:`DrawSampler` walks the stream across epochs.
     """
 
     def __init__(
@@ -145,6 +146,36 @@ class TrainRays(Dataset):
                 rays["teacher"] = per_view[inverse, torch.arange(r)]
             out["rays"][name] = rays
         return out
+
+
+class DrawSampler(Sampler[int]):
+    """Indices of :class:`TrainRays` draws for one epoch, continuing from the draws already consumed.
+
+    Draw ``k`` is a pure function of ``(seed, k)`` for any ``k >= 0``, so training reads one stream
+    0, 1, 2, ... An epoch is ``epoch_items`` consecutive draws, starting at ``consumed()`` (read when
+    iteration starts) and ending at the epoch boundary: epoch ``e`` of a fresh run reads draws
+    ``e * epoch_items ...`` (new rays every epoch, not the same items again), and a run resumed after ``b``
+    batches of an epoch reads exactly the rest of that epoch. Resuming needs no sampler state in the
+    checkpoint: the count comes from the restored training state.
+
+    Args:
+        epoch_items: draws per epoch (a whole number of batches).
+        consumed: draws already trained on (batches seen × batch size × processes).
+    """
+
+    def __init__(self, epoch_items: int, consumed: Callable[[], int]) -> None:
+        if epoch_items < 1:
+            raise ValueError(f"epoch_items must be positive, got {epoch_items}")
+        self.epoch_items = epoch_items
+        self.consumed = consumed
+
+    def __len__(self) -> int:
+        return self.epoch_items  # a full epoch: Lightning counts a resumed epoch's batches from its start
+
+    def __iter__(self) -> Iterator[int]:
+        start = int(self.consumed())
+        end = (start // self.epoch_items + 1) * self.epoch_items
+        return iter(range(start, end))
 
 
 class NovelViews(Dataset):
