@@ -174,13 +174,18 @@ class FeatureCache:
             return err.reason
         return None
 
-    def _read(self, path: Path, meta: dict[str, str], views: Sequence[int]) -> Tensor:
+    def _read(self, path: Path, meta: dict[str, str], views: Sequence[int]) -> np.ndarray:
+        """The chosen views ``(len(views), C, h, w)`` float16, each checked against its CRC-32.
+
+        Reads through numpy, not torch: small copies and casts in torch go through its intra-op thread
+        pool, which on a busy shared CPU made each load 25x slower (measured 33 ms vs 1.3 ms).
+        """
         from safetensors import safe_open
 
         crcs = meta["view_crc32"].split(",")
         out = []
         try:
-            with safe_open(path, framework="pt") as f:
+            with safe_open(path, framework="numpy") as f:
                 sl = f.get_slice("features")
                 for v in views:
                     view = sl[v : v + 1]
@@ -191,7 +196,7 @@ class FeatureCache:
             raise
         except Exception as err:
             raise CacheError(path, f"corrupt feature cache file ({type(err).__name__}: {err})") from None
-        return torch.cat(out).float()
+        return np.concatenate(out) if out else np.zeros((0,), np.float16)
 
     # ------------------------------------------------------------------ reading
     def load(self, record: ObjectRecord, views: Sequence[int]) -> Tensor:
@@ -214,7 +219,7 @@ class FeatureCache:
         path = self.path_for(record)
         meta, shape = self._header(path)
         self._validate(path, record, meta, shape)
-        return self._read(path, meta, views)
+        return torch.from_numpy(self._read(path, meta, views).astype(np.float32))
 
     # ------------------------------------------------------------------ building
     def ensure(self, records: Sequence[ObjectRecord], progress: bool = True) -> CacheReport:
@@ -277,7 +282,7 @@ class FeatureCache:
             "cache_key": self.key,
             "settings": self.settings,
             "images": digest,
-            "view_crc32": ",".join(f"{_crc(v):08x}" for v in features.split(1)),
+            "view_crc32": ",".join(f"{_crc(v):08x}" for v in features.numpy()[:, None]),
             "object": str(record.directory),
         }
         path = self.path_for(record)
@@ -285,6 +290,6 @@ class FeatureCache:
         return path
 
 
-def _crc(view: Tensor) -> int:
-    """CRC-32 of a float16 tensor's bytes."""
-    return zlib.crc32(np.ascontiguousarray(view.numpy()).view(np.uint8))
+def _crc(view: np.ndarray) -> int:
+    """CRC-32 of a float16 array's bytes."""
+    return zlib.crc32(np.ascontiguousarray(view).view(np.uint8))
