@@ -32,11 +32,15 @@ class CheckpointError(DataError):
 
 
 def _unpickler_reason(message: str) -> str:
-    """The informative part of torch's long weights-only refusal (e.g. ``unsupported GLOBAL posix.system``)."""
-    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    lines = [ln.strip() for ln in message.splitlines()]
-    reason = " ".join(ln for ln in lines if ln and not ln.startswith(boilerplate))
-    return reason.removeprefix("WeightsUnpickler error:").strip()[:200] or "not a weights-only pickle"
+    """The informative part of torch's long weights-only refusal (e.g. ``Unsupported global: GLOBAL os.system``)."""
+    if "WeightsUnpickler error:" in message:
+        reason = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        reason = reason.split(" was not an allowed global")[0]
+    else:
+        boilerplate = ("Weights only load failed", "Check the documentation")
+        lines = [ln.strip() for ln in message.splitlines()]
+        reason = " ".join(ln for ln in lines if ln and not ln.startswith(boilerplate))
+    return reason.strip()[:200] or "not a weights-only pickle"
 
 
 def load_checkpoint_file(

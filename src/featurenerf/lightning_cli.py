@@ -295,7 +295,18 @@ def run_lightning(command: str, args: list[str]) -> int:
     warnings.filterwarnings(
         "ignore", message=r"You're resuming from a checkpoint that ended before the epoch"
     )
-    ours = (DataError, UnknownNameError, TrainingDiverged, FileNotFoundError)
+    from featurenerf.data.feature_cache import CacheError
+    from featurenerf.teachers.dino_checkpoint import CheckpointError as TeacherCheckpointError
+
+    # Errors whose message is already one line naming the file/setting and what to do.
+    ours = (
+        DataError,
+        UnknownNameError,
+        TrainingDiverged,
+        FileNotFoundError,
+        CacheError,
+        TeacherCheckpointError,
+    )
     try:
         if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
             args = _implicit_validate_args(command, args)
