@@ -96,6 +96,7 @@ class FeatureCache:
         self.root = Path(cache_dir)
         self.directory = self.root / self.key / self.settings
         self.grid = teacher.output_size(self.image_size, self.image_size)
+        self.feature_dim = teacher.feature_dim
         self._digests: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ paths and identity
@@ -152,7 +153,7 @@ class FeatureCache:
             )
         if meta.get("images") != self.image_digest(record):
             raise CacheError(path, "stale feature cache file (the object's images changed)")
-        expected = (record.num_views, self.teacher.feature_dim, *self.grid)
+        expected = (record.num_views, self.feature_dim, *self.grid)
         crcs = meta.get("view_crc32", "").split(",")
         if shape != expected or len(crcs) != record.num_views:
             raise CacheError(path, f"corrupt feature cache file (shape {shape}, expected {expected})")
