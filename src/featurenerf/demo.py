@@ -1,7 +1,7 @@
 """``make demo``: toy-car data → fit → validate with the transfer tasks → pictures, on 2 CPU cores.
 
 Steps (each skipped when its output already exists, so a second run is quick):
-1. ``featurenerf data synth --category toycar --out data/toy_cars`` (64 objects x 50 views x 128 px).
+1. ``featurenerf data synth --category toycar --out data/toy_cars`` (48 objects x 24 views x 128 px: the teacher cache and training fit the budget).
 2. ``featurenerf fit --config configs/toy_cars.yaml`` into ``outputs/runs/demo-<time>/``.
 3. ``featurenerf validate --task novel_view part_seg keypoints`` on that run's last checkpoint.
 4. Pictures and results gathered into ``--out`` (default ``outputs/demo``), whose path is printed.
@@ -29,8 +29,8 @@ def run_demo(
     data: Path,
     config: Path,
     category: str = "toycar",
-    objects: int = 64,
-    views: int = 50,
+    objects: int = 48,
+    views: int = 24,
     size: int = 128,
     extra: list[str] | None = None,
     task_pairs: int = 50,
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("data/toy_cars"))
     p.add_argument("--config", type=Path, default=Path("configs/toy_cars.yaml"))
     p.add_argument("--category", default="toycar")
-    p.add_argument("--objects", type=int, default=64)
-    p.add_argument("--views", type=int, default=50)
+    p.add_argument("--objects", type=int, default=48)
+    p.add_argument("--views", type=int, default=24)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--task-pairs", type=int, default=50)
     args, extra = p.parse_known_args(argv)
