@@ -88,6 +88,8 @@ def run_demo(
             "test",
             "--data.val_objects",
             "8",
+            "--trainer.limit_val_batches",
+            "1.0",  # the toy config caps validation batches for speed during fit; tasks need all pairs
         ]
     )
     if rc:
@@ -99,24 +101,50 @@ def run_demo(
 
 
 def gather(run: Path, out: Path) -> None:
-    """Copy the latest pictures and the task results of ``run`` into ``out``."""
+    """Copy the latest pictures and the task results of ``run`` into ``out`` and make the picture strip."""
     pictures = out / "pictures"
     if pictures.exists():
         shutil.rmtree(pictures)
     pictures.mkdir(parents=True)
-    latest: dict[str, Path] = {}
-    for p in sorted(run.rglob("*.png")):
-        key = p.stem.rsplit("_step", 1)[0]
-        latest[key] = p  # sorted by step: the last one wins
+    latest: dict[Path, Path] = {}
+    for p in sorted(run.rglob("*.png")):  # sorted by step within a folder: the last one wins
+        rel = p.relative_to(run).parent
+        parts = [q for q in rel.parts if q not in ("pictures", "tasks")]
+        latest[Path(*parts, p.stem.rsplit("_step", 1)[0] + ".png")] = p
     for key, p in latest.items():
-        shutil.copy2(p, pictures / f"{key}.png")
+        (pictures / key).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, pictures / key)
     for name in ("results.json", "results.md"):
         found = sorted(run.rglob(name), key=lambda q: q.stat().st_mtime)
         if found:
             shutil.copy2(found[-1], out / name)
+    strip = make_strip(pictures, out / "strip.png")
     if (out / "results.md").exists():
         print((out / "results.md").read_text())
-    (out / "run.json").write_text(json.dumps({"run": str(run.resolve())}, indent=2))
+    summary = {"run": str(run.resolve()), "strip": str(strip) if strip else None}
+    (out / "run.json").write_text(json.dumps(summary, indent=2))
+
+
+def make_strip(pictures: Path, path: Path, height: int = 160) -> Path | None:
+    """One picture for the README: input → novel view vs truth, teacher vs rendered features, parts."""
+    from PIL import Image
+
+    wanted = [pictures / "novel_view_obj0.png", pictures / "features_obj0.png"]
+    wanted += sorted((pictures / "part_seg_2d").glob("cross_inst*.png"))[:1]
+    found = [p for p in wanted if p.exists()]
+    if not found:
+        return None
+    ims = [Image.open(p).convert("RGB") for p in found]
+    ims = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in ims]
+    strip = Image.new("RGB", (sum(im.width for im in ims) + 8 * (len(ims) - 1), height), "white")
+    x = 0
+    for im in ims:
+        strip.paste(im, (x, 0))
+        x += im.width + 8
+    from featurenerf.io import atomic_save_via
+
+    atomic_save_via(path, lambda tmp: strip.save(tmp, format="PNG"))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
