@@ -97,10 +97,19 @@ def test_draw_sampler_walks_one_stream_across_epochs_and_resumes_mid_epoch():
         DrawSampler(0, lambda: 0)
 
 
-def test_killed_then_resumed_run_matches_the_straight_run_exactly(toy_root, tmp_path):
+@pytest.mark.parametrize(
+    "teacher",
+    [
+        "null",
+        # with distillation targets from the cached teacher maps too (cache filled once, shared)
+        pytest.param("hed_vgg16", marks=pytest.mark.slow),
+    ],
+)
+def test_killed_then_resumed_run_matches_the_straight_run_exactly(toy_root, tmp_path, teacher):
+    common = [f"--data.teacher={teacher}", f"--data.cache_dir={tmp_path / 'cache'}"]
     # N = 6 steps straight.
     straight_runs = tmp_path / "straight"
-    assert main(fit_args(toy_root, straight_runs, "--run_name=s")) == 0
+    assert main(fit_args(toy_root, straight_runs, "--run_name=s", *common)) == 0
     straight = straight_runs / "s"
 
     # The same run in a child process, SIGKILLed right after its checkpoint at step 3 (mid-epoch 1).
@@ -114,7 +123,7 @@ def test_killed_then_resumed_run_matches_the_straight_run_exactly(toy_root, tmp_
             sys.executable,
             "-c",
             "import sys; from featurenerf.cli import main; sys.exit(main(sys.argv[1:]))",
-            *fit_args(toy_root, runs, "--run_name=k"),
+            *fit_args(toy_root, runs, "--run_name=k", *common),
             "--trainer.callbacks+=resume_support.KillAtStep",
             "--trainer.callbacks.step=3",
         ],
@@ -129,7 +138,7 @@ def test_killed_then_resumed_run_matches_the_straight_run_exactly(toy_root, tmp_
     assert _load(killed / "checkpoints" / "last.ckpt")["global_step"] == 3
 
     # Resume the latest run under the runs folder, in place, to N.
-    assert main(fit_args(toy_root, runs, "--ckpt_path=last")) == 0
+    assert main(fit_args(toy_root, runs, "--ckpt_path=last", *common)) == 0
     assert sorted(_step_checkpoints(killed)) == [1, 2, 3, 4, 5, 6]
 
     # Identical at every step after the resume, not only at the end.
@@ -219,3 +228,110 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_corrupt_last_ckpt(tmp_p
     # Leftover temporaries show that kills did interrupt writes; none of them is the target.
     leftovers = [p for p in tmp_path.iterdir() if p.name != "last.ckpt"]
     assert leftovers and all(p.name.startswith(".last.ckpt.") for p in leftovers)
+
+
+# ------------------------------------------------------------------------------------ every writer
+#: Writes that may be plain: (file, function) -> why.
+PLAIN_WRITES_ALLOWED = {
+    # each object is written into a staging folder that is renamed into place when complete
+    ("src/featurenerf/data/synth/generate.py", "render_object"): "staging folder",
+    ("src/featurenerf/data/synth/generate.py", "_write_png"): "staging folder",
+    ("src/featurenerf/data/synth/generate.py", "_write_npz"): "staging folder",
+    # the demo's final copies of finished pictures/results; not atomic yet (reported to the lead)
+    ("src/featurenerf/demo.py", "gather"): "pending",
+}
+_WRITE_METHODS = {"write_text", "write_bytes", "save", "savez", "savez_compressed", "save_file", "to_csv"}
+_WRITE_FUNCTIONS = {
+    "torch.save",
+    "json.dump",
+    "yaml.dump",
+    "yaml.safe_dump",
+    "pickle.dump",
+    "shutil.copy",
+    "shutil.copy2",
+    "shutil.copyfile",
+    "shutil.copytree",
+    "shutil.move",
+}
+
+
+def _name(func) -> str:
+    import ast
+
+    if isinstance(func, ast.Attribute):
+        inner = _name(func.value)
+        return f"{inner}.{func.attr}" if inner else func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
+def _is_write(call) -> bool:
+    import ast
+
+    name = _name(call.func)
+    last = name.rsplit(".", 1)[-1]
+    if name in _WRITE_FUNCTIONS:
+        return name not in ("yaml.dump", "yaml.safe_dump") or len(call.args) > 1  # dump to a stream
+    if last in _WRITE_METHODS and name not in ("torch.load",):
+        return True
+    if last in ("open", "File", "ZipFile"):
+        mode = (
+            call.args[1]
+            if len(call.args) > 1
+            else next((k.value for k in call.keywords if k.arg == "mode"), None)
+        )
+        return isinstance(mode, ast.Constant) and any(c in str(mode.value) for c in "wax+")
+    return False
+
+
+def _plain_writes(path: Path) -> list[tuple[str, str, int]]:
+    """(file, enclosing function, line) of each write not inside ``atomic_*(...)``/``with atomic_*``."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _is_write(node)):
+            continue
+        up, atomic, function = node, False, None
+        while up in parent:
+            up = parent[up]
+            calls = [up] if isinstance(up, ast.Call) else []
+            if isinstance(up, ast.With):
+                calls = [item.context_expr for item in up.items if isinstance(item.context_expr, ast.Call)]
+            atomic |= any(_name(c.func).rsplit(".", 1)[-1].startswith("atomic_") for c in calls)
+            if function is None and isinstance(up, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                function = up.name
+        if not atomic:
+            found.append((str(path.relative_to(REPO)), function, node.lineno))
+    return found
+
+
+def test_every_file_we_write_goes_through_an_atomic_writer():
+    sources = [p for d in ("src", "teachers", "tasks") for p in (REPO / d).rglob("*.py")]
+    sources = [p for p in sources if p.name != "io.py" or p.parent.name != "featurenerf"]
+    plain = [hit for p in sources for hit in _plain_writes(p) if hit[:2] not in PLAIN_WRITES_ALLOWED]
+    assert plain == [], "write these with featurenerf.io (atomic_write / atomic_save_via / atomic_write_json)"
+
+
+def test_the_writer_scan_sees_plain_and_atomic_writes(tmp_path, monkeypatch):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def plain(p, x):\n"
+        "    p.write_text('x')\n"
+        "    torch.save(x, p)\n"
+        "    with open(p, 'w') as f:\n"
+        "        json.dump(x, f)\n"
+        "def fine(p, x):\n"
+        "    atomic_save_via(p, lambda t: torch.save(x, t))\n"
+        "    with atomic_write(p, 'w') as f:\n"
+        "        json.dump(x, f)\n"
+        "    open(p).read()\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert _plain_writes(probe) == [
+        ("probe.py", "plain", 2),
+        ("probe.py", "plain", 3),
+        ("probe.py", "plain", 4),
+        ("probe.py", "plain", 5),
+    ]
