@@ -227,6 +227,7 @@ def _validate_in_process(
         accelerator="cpu",
         devices=devices,
         strategy="ddp_spawn" if devices > 1 else "auto",
+        default_root_dir=out,  # validation pictures land here, not in the working directory
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
