@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from featurenerf.checkpointing import AtomicCheckpointIO, load_checkpoint_file
+from featurenerf.checkpoint_io import AtomicCheckpointIO
+from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.cli import main
 from featurenerf.data.datasets import DrawSampler
 
@@ -198,7 +199,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 _WRITER = """
 import sys, torch
-from featurenerf.checkpointing import AtomicCheckpointIO
+from featurenerf.checkpoint_io import AtomicCheckpointIO
 io, target, i = AtomicCheckpointIO(), sys.argv[1], int(sys.argv[2])
 print("ready", flush=True)
 while True:  # 16 MB checkpoints, back to back: a kill at a random instant lands mid-write

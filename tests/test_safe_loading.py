@@ -125,7 +125,7 @@ def _plain(value) -> bool:
 @pytest.fixture(scope="module")
 def fit_checkpoint(toy_root, tmp_path_factory) -> Path:
     """A checkpoint written by a real one-step fit through our checkpoint IO."""
-    from featurenerf.checkpointing import AtomicCheckpointIO
+    from featurenerf.checkpoint_io import AtomicCheckpointIO
     from featurenerf.data.datamodule import FeatureNeRFData
 
     out = tmp_path_factory.mktemp("fit")

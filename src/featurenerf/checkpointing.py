@@ -1,11 +1,9 @@
-"""Checkpoint files: written atomically, read without unpickling code unless the user says they trust them.
+"""Reading checkpoint files without unpickling code unless the user says they trust them.
 
-Lightning's own writer stages a checkpoint in the system temp folder and then *moves* it; across
-filesystems a move is a copy, so a kill mid-copy leaves a truncated ``last.ckpt`` that a resumed run would
-try to load. :class:`AtomicCheckpointIO` writes next to the target, fsyncs and renames instead (see
-:mod:`featurenerf.io`), and reads with ``weights_only=True`` unless the caller passes ``False`` on purpose
-(``featurenerf fit --weights_only=false``): our checkpoints hold tensors and plain-typed hyper-parameters
-only, so a file that needs full unpickling is either not ours or not to be trusted.
+Our checkpoints hold tensors and plain-typed hyper-parameters only, so :func:`load_checkpoint_file` reads
+with ``weights_only=True``; a file that needs full unpickling is either not ours or not to be trusted, and
+is refused in one line naming it unless the caller passes ``trust``. No Lightning import (the notebook API
+can use it); the Lightning side, atomic writes included, is :mod:`featurenerf.checkpoint_io`.
 """
 
 from __future__ import annotations
@@ -17,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import get_filesystem
 
 from featurenerf.data.srn import DataError
-from featurenerf.io import atomic_write
 
 #: How a CLI user says "I trust this file" (Lightning's ``fit/validate --weights_only`` argument).
 CLI_TRUST_HINT = "if you trust the file, pass --weights_only=false"
@@ -83,40 +78,3 @@ def load_checkpoint_file(
             f"{path}: not a readable checkpoint ({type(err).__name__}: {first}); "
             "it may be truncated or of another format"
         ) from None
-
-
-def _is_local(path: str | os.PathLike[str]) -> bool:
-    return "file" in (get_filesystem(path).protocol or ("file",))
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """:class:`~lightning.fabric.plugins.io.TorchCheckpointIO` with atomic local writes and safe reads.
-
-    Remote paths (``s3://`` ...) keep Lightning's behaviour.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
-    ) -> None:
-        if storage_options is not None or not _is_local(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_write(path, "wb") as fh:
-            torch.save(checkpoint, fh)
-
-    def load_checkpoint(
-        self,
-        path: str | os.PathLike[str],
-        map_location: Any = lambda storage, loc: storage,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        if not _is_local(path):
-            return super().load_checkpoint(path, map_location, weights_only)
-        # None means "the default", and ours is safe whatever torch's default or environment says.
-        return load_checkpoint_file(path, trust=weights_only is False, map_location=map_location)
-
-
-def use_atomic_checkpoint_io(trainer: Any) -> None:
-    """Give ``trainer`` an :class:`AtomicCheckpointIO` unless a plugin chose another checkpoint IO."""
-    strategy = trainer.strategy
-    if type(strategy.checkpoint_io) is TorchCheckpointIO:
-        strategy.checkpoint_io = AtomicCheckpointIO()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from featurenerf.checkpointing import load_checkpoint_file, use_atomic_checkpoint_io
+from featurenerf.checkpoint_io import use_atomic_checkpoint_io
+from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.module import FeatureNeRF, TrainingDiverged
 
