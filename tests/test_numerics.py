@@ -147,6 +147,18 @@ def test_late_divergence_stops_within_the_window(toy_root, tmp_path):
     assert int(model.seen_steps) == 6 and int(model.skipped_steps) == 2
 
 
+def test_skip_window_travels_with_the_checkpoint():
+    model = FeatureNeRF(skip_grace_steps=4, **TINY)
+    model.recent_skips.copy_(torch.tensor([True, False, True, False]))
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["skip_window"] == [True, False, True, False]  # plain bools (weights-only loadable)
+    assert "recent_skips" not in model.state_dict()  # the state dict is the model alone
+    resumed = FeatureNeRF(skip_grace_steps=4, **TINY)
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.recent_skips.tolist() == [True, False, True, False]
+
+
 def test_diverged_run_is_one_line_from_the_cli(toy_root, tmp_path, monkeypatch, capfd):
     from featurenerf.cli import main
 

@@ -149,6 +149,7 @@ def test_killed_then_resumed_run_matches_the_straight_run_exactly(toy_root, tmp_
         assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"]) == (step, (step - 1) // 2)
         _assert_same_tensors(a["state_dict"], b["state_dict"], f"step {step} state_dict")
         _assert_same_tensors(a["optimizer_states"], b["optimizer_states"], f"step {step} Adam state")
+        assert a["skip_window"] == b["skip_window"]
     final_a, final_b = (
         _load(killed / "checkpoints" / "last.ckpt"),
         _load(straight / "checkpoints" / "last.ckpt"),

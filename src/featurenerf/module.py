@@ -108,8 +108,11 @@ class FeatureNeRF(L.LightningModule):
             self.net.mlp = torch.compile(self.net.mlp)
         # Counted in the checkpoint so a resumed run keeps its skip statistics.
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
-        # Which of the last skip_grace_steps steps were skipped (slot = step count mod window).
-        self.register_buffer("recent_skips", torch.zeros(max(skip_grace_steps, 1), dtype=torch.bool))
+        # Which of the last skip_grace_steps steps were skipped (slot = step count mod window); saved in
+        # the checkpoint beside the weights (on_save_checkpoint), so state_dict holds only the model.
+        self.register_buffer(
+            "recent_skips", torch.zeros(max(skip_grace_steps, 1), dtype=torch.bool), persistent=False
+        )
         self.register_buffer("seen_steps", torch.zeros((), dtype=torch.long))
         self.tasks = None  # set by the CLI / datamodule wiring for task validation loops
 
@@ -203,6 +206,14 @@ class FeatureNeRF(L.LightningModule):
                 f"{recent} of the last {window} steps had non-finite losses or gradients "
                 f"(> model.max_skip_fraction={self.hparams.max_skip_fraction}); lower model.lr or check the data"
             )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["skip_window"] = self.recent_skips.tolist()  # plain bools: loads with weights_only
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        window = checkpoint.get("skip_window")
+        if window is not None and len(window) == len(self.recent_skips):
+            self.recent_skips.copy_(torch.tensor(window, dtype=torch.bool))
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
