@@ -99,7 +99,7 @@ def test_load_view_reads_pose_and_intrinsics_files(checkpoint, tmp_path):
 
 
 def test_bad_checkpoints_are_one_line_naming_the_file(tmp_path):
-    with pytest.raises(DataError, match=r"missing\.ckpt: checkpoint not found"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt: checkpoint file not found"):
         featurenerf.load(tmp_path / "missing.ckpt")
     (tmp_path / "text.ckpt").write_text("hello")
     with pytest.raises(DataError, match=r"text\.ckpt: not a readable checkpoint") as err:
@@ -108,6 +108,9 @@ def test_bad_checkpoints_are_one_line_naming_the_file(tmp_path):
     torch.save({"state_dict": {"x": torch.zeros(1)}, "hyper_parameters": {}}, tmp_path / "other.ckpt")
     with pytest.raises(DataError, match=r"other\.ckpt: not a featurenerf checkpoint \(no net"):
         featurenerf.load(tmp_path / "other.ckpt")
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "extra": Path("x")}, tmp_path / "pickled.ckpt")
+    with pytest.raises(DataError, match=r"pickled\.ckpt: refusing to unpickle.*pass trust=True"):
+        featurenerf.load(tmp_path / "pickled.ckpt")
 
 
 def test_training_image_size_comes_from_the_runs_config(checkpoint):

@@ -13,36 +13,35 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from featurenerf.data.srn import DataError, load_image_and_mask, read_intrinsics, read_pose
+from featurenerf.checkpointing import CheckpointError, load_checkpoint_file
+from featurenerf.data.srn import load_image_and_mask, read_intrinsics, read_pose
 from featurenerf.nerf.model import FeatureNeRFNet
 from featurenerf.orbit import default_camera, default_intrinsics
 
 
-def _read_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+def _read_checkpoint(path: Path, trust: bool) -> dict:
+    ckpt = load_checkpoint_file(path, trust=trust, trust_hint="if you trust the file, pass trust=True")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise DataError(f"{path}: not a featurenerf checkpoint (no state_dict)")
+        raise CheckpointError(f"{path}: not a featurenerf checkpoint (no state_dict)")
     if not isinstance(ckpt.get("hyper_parameters"), dict):
-        raise DataError(f"{path}: not a featurenerf checkpoint (no hyper_parameters)")
+        raise CheckpointError(f"{path}: not a featurenerf checkpoint (no hyper_parameters)")
     return ckpt
 
 
-def load(ckpt: str | Path, device: str | torch.device = "cpu") -> FeatureNeRFNet:
+def load(ckpt: str | Path, device: str | torch.device = "cpu", trust: bool = False) -> FeatureNeRFNet:
     """A trained :class:`~featurenerf.nerf.model.FeatureNeRFNet` in eval mode, from a fit checkpoint.
 
     The net is rebuilt from the checkpoint's hyper-parameters and its ``net.*`` weights; Lightning is not
     imported. ``encoder_weights`` (an initialisation file used for training) is not needed and not read.
+    The file is read with ``weights_only=True``; ``trust=True`` allows full unpickling (files you trust).
 
     Raises:
-        featurenerf.data.srn.DataError: one line naming the file when it is missing or not a checkpoint.
+        FileNotFoundError: no such file.
+        featurenerf.checkpointing.CheckpointError: (a ``DataError``) one line naming the file when it is
+            not a readable featurenerf checkpoint.
     """
     path = Path(ckpt)
-    raw = _read_checkpoint(path)
+    raw = _read_checkpoint(path, trust)
     hparams = raw["hyper_parameters"]
     accepted = inspect.signature(FeatureNeRFNet).parameters
     kwargs = {k: v for k, v in hparams.items() if k in accepted}
@@ -54,13 +53,13 @@ def load(ckpt: str | Path, device: str | torch.device = "cpu") -> FeatureNeRFNet
         if k.startswith("net.")
     }
     if not state:
-        raise DataError(f"{path}: not a featurenerf checkpoint (no net.* weights)")
+        raise CheckpointError(f"{path}: not a featurenerf checkpoint (no net.* weights)")
     net = FeatureNeRFNet(**kwargs)
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
-        raise DataError(
+        raise CheckpointError(
             f"{path}: weights do not fit the model its hyper-parameters describe ({first})"
         ) from err
     return net.to(device).eval()
