@@ -140,6 +140,14 @@ class FeatureNeRFNet(nn.Module):
             n_inject=n_inject,
             combine_layer=combine_layer,
         )
+        # The density output starts as a thin uniform fog (zero weights, bias 1): with the usual random
+        # init, sigma = w . relu(h) has one sign for nearly every point (relu(h) >= 0 and is correlated
+        # across points), so about half of all initialisations have zero density everywhere, the relu
+        # passes no gradient and training never starts. Colour, features and coordinates keep the
+        # random init.
+        with torch.no_grad():
+            self.mlp.lin_out.weight[3].zero_()
+            self.mlp.lin_out.bias[3] = 1.0
         self.d_hidden = d_hidden
         self.n_coarse, self.n_fine, self.n_fine_depth = n_coarse, n_fine, n_fine_depth
         self.depth_std = depth_std
