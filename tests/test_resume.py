@@ -94,8 +94,17 @@ def test_draw_sampler_walks_one_stream_across_epochs_and_resumes_mid_epoch():
     assert list(sampler) == [4, 5, 6, 7]
     consumed["n"] = 6  # resumed after one batch of two in that epoch: exactly the rest of it
     assert list(sampler) == [6, 7]
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="positive multiple"):
         DrawSampler(0, lambda: 0)
+
+
+def test_draw_sampler_shares_one_stream_between_processes():
+    # 2 processes, 8 draws per epoch; after 1 global step of 2 x 2 draws, the rest of the epoch
+    ranks = [DrawSampler(8, lambda: 4, rank=r, world_size=2) for r in (0, 1)]
+    assert [len(s) for s in ranks] == [4, 4]  # per process, a full epoch
+    assert [list(s) for s in ranks] == [[4, 6], [5, 7]]
+    with pytest.raises(ValueError, match="multiple of 2"):
+        DrawSampler(7, lambda: 0, world_size=2)
 
 
 @pytest.mark.parametrize(

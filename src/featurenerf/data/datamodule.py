@@ -229,15 +229,19 @@ class FeatureNeRFData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # TrainRays draws objects itself, as a pure function of the index; the sampler continues the
         # stream of draws across epochs and, after a resume, from the exact batch the checkpoint followed.
-        per_epoch = len(self.train_set) // self.batch_size * self.batch_size
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        global_batch = self.batch_size * world
+        per_epoch = len(self.train_set) // global_batch * global_batch
         if per_epoch == 0:
             raise DataError(
                 f"data.epoch_length ({len(self.train_set)}) is smaller than data.batch_size ({self.batch_size})"
+                f" x {world} process(es)"
             )
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            sampler=DrawSampler(per_epoch, self._consumed_draws),
+            sampler=DrawSampler(per_epoch, self._consumed_draws, rank, world),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from featurenerf.data.srn import ObjectRecord, load_image_and_mask, load_poses
 from featurenerf.geometry.cameras import rays_from_pixels, uv_to_grid
@@ -148,7 +148,7 @@ class TrainRays(Dataset):
         return out
 
 
-class DrawSampler(Sampler[int]):
+class DrawSampler(DistributedSampler):
     """Indices of :class:`TrainRays` draws for one epoch, continuing from the draws already consumed.
 
     Draw ``k`` is a pure function of ``(seed, k)`` for any ``k >= 0``, so training reads one stream
@@ -158,24 +158,36 @@ class DrawSampler(Sampler[int]):
     batches of an epoch reads exactly the rest of that epoch. Resuming needs no sampler state in the
     checkpoint: the count comes from the restored training state.
 
+    With several processes, process ``rank`` takes every ``world_size``-th draw of the same stream. That
+    is why this is a ``DistributedSampler``: Lightning then uses it as it is instead of wrapping it in one
+    that would expect a full epoch after a mid-epoch resume.
+
     Args:
-        epoch_items: draws per epoch (a whole number of batches).
-        consumed: draws already trained on (batches seen × batch size × processes).
+        epoch_items: draws per epoch, all processes together (a whole number of global batches).
+        consumed: draws already trained on, all processes together.
+        rank, world_size: this process and the number of processes.
     """
 
-    def __init__(self, epoch_items: int, consumed: Callable[[], int]) -> None:
-        if epoch_items < 1:
-            raise ValueError(f"epoch_items must be positive, got {epoch_items}")
+    def __init__(
+        self, epoch_items: int, consumed: Callable[[], int], rank: int = 0, world_size: int = 1
+    ) -> None:
+        if epoch_items < 1 or epoch_items % world_size:
+            raise ValueError(f"epoch_items must be a positive multiple of {world_size}, got {epoch_items}")
+        # DistributedSampler.__init__ wants a dataset and a process group; set only what it reads.
         self.epoch_items = epoch_items
         self.consumed = consumed
+        self.rank = rank
+        self.num_replicas = world_size
+        self.epoch = 0
 
     def __len__(self) -> int:
-        return self.epoch_items  # a full epoch: Lightning counts a resumed epoch's batches from its start
+        # a full epoch: Lightning counts a resumed epoch's batches from the epoch's start
+        return self.epoch_items // self.num_replicas
 
     def __iter__(self) -> Iterator[int]:
         start = int(self.consumed())
         end = (start // self.epoch_items + 1) * self.epoch_items
-        return iter(range(start, end))
+        return iter(range(start + self.rank, end, self.num_replicas))
 
 
 class NovelViews(Dataset):
