@@ -9,7 +9,9 @@ try to load. :class:`AtomicCheckpointIO` writes next to the target, fsyncs and r
 
 from __future__ import annotations
 
+import glob
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +29,8 @@ def _is_local(path: str | os.PathLike[str]) -> bool:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """:class:`~lightning.fabric.plugins.io.TorchCheckpointIO` with atomic local writes and safe reads.
 
-    Remote paths (``s3://`` ...) keep Lightning's behaviour.
+    A save writes a temporary next to the target and renames it over the target; a kill at any instant
+    leaves the previous file or the new one. Remote paths (``s3://`` ...) keep Lightning's behaviour.
     """
 
     def save_checkpoint(
@@ -37,6 +40,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_write(path, "wb") as fh:
             torch.save(checkpoint, fh)
+        # A writer killed mid-save leaves its temporary (never the target) behind; once a newer complete
+        # file is in place, those are garbage. Only this target's temporaries: one writer per file.
+        target = Path(path)
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def load_checkpoint(
         self,
