@@ -82,7 +82,8 @@ class FeatureNeRFCLI(LightningCLI):
         )
         parser.add_argument(
             "--task",
-            type=list[str] | None,
+            type=str,
+            nargs="+",  # `--task part_seg keypoints` (a list[str] type would refuse a bare `--task part_seg`)
             default=None,
             help="tasks to evaluate as validation loops: keypoints_2d keypoints_3d part_seg_2d part_seg_3d "
             "novel_view, or the groups part_seg / keypoints",
@@ -291,6 +292,9 @@ def run_lightning(command: str, args: list[str]) -> int:
     import featurenerf.teachers as teachers
 
     teachers.TEACHERS.load_plugins()  # third-party teachers are registered before the config is parsed
+    from featurenerf.console import print_wandb_hint, quiet_lightning
+
+    quiet_lightning()
     # DrawSampler resumes mid-epoch exactly (the position comes from the restored step count); Lightning
     # cannot see that and would warn on every mid-epoch resume.
     warnings.filterwarnings(
@@ -311,7 +315,7 @@ def run_lightning(command: str, args: list[str]) -> int:
     try:
         if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
             args = _implicit_validate_args(command, args)
-        FeatureNeRFCLI(
+        cli = FeatureNeRFCLI(
             FeatureNeRF,
             FeatureNeRFData,
             args=[command, *args],
@@ -333,4 +337,6 @@ def run_lightning(command: str, args: list[str]) -> int:
             raise
         print(f"featurenerf: error: {cause}", file=sys.stderr)
         return 2
+    if command == "fit":
+        print_wandb_hint(cli.trainer)
     return 0
