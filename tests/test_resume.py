@@ -251,8 +251,6 @@ PLAIN_WRITES_ALLOWED = {
     ("src/featurenerf/data/synth/generate.py", "render_object"): "staging folder",
     ("src/featurenerf/data/synth/generate.py", "_write_png"): "staging folder",
     ("src/featurenerf/data/synth/generate.py", "_write_npz"): "staging folder",
-    # the demo's final copies of finished pictures/results; not atomic yet (reported to the lead)
-    ("src/featurenerf/demo.py", "gather"): "pending",
 }
 _WRITE_METHODS = {"write_text", "write_bytes", "save", "savez", "savez_compressed", "save_file", "to_csv"}
 _WRITE_FUNCTIONS = {

@@ -10,13 +10,13 @@ Steps (each skipped when its output already exists, so a second run is quick):
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from featurenerf.cli import main as cli_main
+from featurenerf.io import atomic_save_via, atomic_write_bytes, atomic_write_json
 
 
 def _step(title: str) -> float:
@@ -112,17 +112,16 @@ def gather(run: Path, out: Path) -> None:
         parts = [q for q in rel.parts if q not in ("pictures", "tasks")]
         latest[Path(*parts, p.stem.rsplit("_step", 1)[0] + ".png")] = p
     for key, p in latest.items():
-        (pictures / key).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, pictures / key)
+        atomic_write_bytes(pictures / key, p.read_bytes())
     for name in ("results.json", "results.md"):
         found = sorted(run.rglob(name), key=lambda q: q.stat().st_mtime)
         if found:
-            shutil.copy2(found[-1], out / name)
+            atomic_write_bytes(out / name, found[-1].read_bytes())
     strip = make_strip(pictures, out / "strip.png")
     if (out / "results.md").exists():
         print((out / "results.md").read_text())
     summary = {"run": str(run.resolve()), "strip": str(strip) if strip else None}
-    (out / "run.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "run.json", summary)
 
 
 def make_strip(pictures: Path, path: Path, height: int = 160) -> Path | None:
@@ -141,8 +140,6 @@ def make_strip(pictures: Path, path: Path, height: int = 160) -> Path | None:
     for im in ims:
         strip.paste(im, (x, 0))
         x += im.width + 8
-    from featurenerf.io import atomic_save_via
-
     atomic_save_via(path, lambda tmp: strip.save(tmp, format="PNG"))
     return path
 

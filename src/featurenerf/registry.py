@@ -67,7 +67,7 @@ class Registry(Generic[T]):
         for ep in metadata.entry_points(group=self.entry_point_group):
             try:
                 ep.load()
-            except Exception as exc:  # a broken third-party plugin must not break us
+            except (Exception, SystemExit) as exc:  # a broken third-party plugin must not break us
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 self.plugin_errors[ep.name] = message
                 print(
