@@ -194,6 +194,10 @@ class FeatureNeRFCLI(LightningCLI):
             with atomic_write(self.run_dir / "config.yaml", "w") as fh:
                 fh.write(self.saved_config)
         use_atomic_checkpoint_io(self.trainer)  # a kill mid-save never leaves a truncated last.ckpt
+        for logger in self.trainer.loggers:
+            init = getattr(logger, "_wandb_init", None)
+            if isinstance(init, dict) and init.get("anonymous") is None:
+                init.pop("anonymous", None)  # Lightning passes None, which wandb warns about on every run
         cfg = self._cfg()
         if sub is None:
             return
