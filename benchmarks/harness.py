@@ -1,0 +1,240 @@
+"""What every benchmark section shares: configs, synthetic batches, timing, memory, FLOPs, matmul baseline.
+
+The machine is noisy (other processes share the cores), so sections time their rows *interleaved*, one
+repeat of each row per round, and report medians of the per-round times and of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = {"toy": REPO / "configs" / "toy_cars.yaml", "srn_cars": REPO / "configs" / "srn_cars.yaml"}
+
+
+# ---------------------------------------------------------------------- configs
+def load_config(name: str) -> dict:
+    """The model and data sections of a shipped config, with the teacher width resolved.
+
+    Returns ``{"model": FeatureNeRF kwargs (feature_dim included), "data": {...}, "teacher": name}``.
+    The teacher's width comes from the registry's metadata, without loading its weights.
+    """
+    import yaml
+
+    from featurenerf.teachers import TEACHERS
+
+    cfg = yaml.safe_load(CONFIGS[name].read_text())
+    data = dict(cfg.get("data", {}))
+    spec = data.get("teacher")
+    teacher = spec.get("name") if isinstance(spec, dict) else spec
+    feature_dim = 0 if teacher is None else int(TEACHERS.get(teacher).describe().feature_dim)
+    model = dict(cfg.get("model", {}))
+    model["feature_dim"] = feature_dim
+    return {"model": model, "data": data, "teacher": teacher}
+
+
+def build_module(model_kwargs: dict, **overrides):
+    """The LightningModule (as training uses it), in train mode."""
+    from featurenerf.module import FeatureNeRF
+
+    module = FeatureNeRF(**{**model_kwargs, **overrides})
+    module.train()
+    return module
+
+
+# ---------------------------------------------------------------------- synthetic data
+def cameras(views: int, seed: int) -> torch.Tensor:
+    """(V, 4, 4) camera-to-world poses on the toy/SRN camera sphere, looking at the origin."""
+    import numpy as np
+
+    from featurenerf.data.synth.render import sample_cameras
+
+    return torch.as_tensor(sample_cameras("toycar", views, np.random.default_rng(seed)), dtype=torch.float32)
+
+
+def intrinsics(size: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from featurenerf.data.synth.render import focal_for
+
+    f = focal_for(size)
+    return torch.full((b, 2), float(f)), torch.full((b, 2), size / 2)
+
+
+def synthetic_batch(
+    b: int, views: int, size: int, rays: int, feature_dim: int, seed: int = 0
+) -> tuple[dict, dict]:
+    """A training batch of random images with real camera geometry: ``(batch, rays)`` as
+    :meth:`FeatureNeRF.compute_losses` takes them. Target rays go through random pixels of random views."""
+    from featurenerf.geometry.cameras import rays_from_pixels
+
+    g = torch.Generator().manual_seed(seed)
+    focal, c = intrinsics(size, b)
+    src_poses = torch.stack([cameras(views, seed * 1000 + i) for i in range(b)])
+    batch = {
+        "src_images": torch.rand(b, views, 3, size, size, generator=g),
+        "src_poses": src_poses,
+        "focal": focal,
+        "c": c,
+    }
+    tgt = torch.stack([cameras(rays, seed * 1000 + 500 + i) for i in range(b)])  # one view per ray
+    uv = torch.rand(b, rays, 2, generator=g) * size
+    origins, dirs = rays_from_pixels(uv, tgt, focal[:, None], c[:, None])
+    ray_batch = {
+        "origins": origins,
+        "dirs": dirs,
+        "rgb": torch.rand(b, rays, 3, generator=g),
+        "teacher": torch.randn(b, rays, feature_dim, generator=g),
+    }
+    return batch, ray_batch
+
+
+# ---------------------------------------------------------------------- timing
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes (synchronising CUDA when present)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * _PAGE
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Peak resident set size while the block runs, sampled every ``interval`` seconds by a thread
+    (``ru_maxrss`` never goes down, so it cannot give per-row peaks in one process)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = rss_bytes()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def cuda_peak_bytes() -> int | None:
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
+# ---------------------------------------------------------------------- FLOPs
+def _mm_flops(*args, out_val=None, **kwargs) -> int:
+    """FLOPs of (add)mm; a sparse operand counts its stored entries, not its dense shape."""
+    a, b = (args[1], args[2]) if len(args) >= 3 else (args[0], args[1])
+    if a.layout != torch.strided:
+        return 2 * a._nnz() * b.shape[1]
+    if b.layout != torch.strided:
+        return 2 * b._nnz() * a.shape[0]
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+
+
+_mm_flops._get_raw = True  # FlopCounterMode passes the tensors, not only their shapes
+
+
+def count_flops(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
+    """Total FLOPs of one call of ``fn`` counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmul,
+    conv and bmm; elementwise work is not counted), and the count per op."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    aten = torch.ops.aten
+    counter = FlopCounterMode(display=False, custom_mapping={aten.mm: _mm_flops, aten.addmm: _mm_flops})
+    with counter:
+        fn()
+    per_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()), per_op
+
+
+# ---------------------------------------------------------------------- matmul baseline
+class MatmulBaseline:
+    """Dense-GEMM FLOP/s at the MLP's shapes, measured in this process with this thread count.
+
+    One measurement runs the three GEMMs a linear layer does per training step on ``n`` points of width
+    ``d``: forward ``(n, d) @ (d, d)``, input gradient ``(n, d) @ (d, d)^T`` and weight gradient
+    ``(d, n) @ (n, d)``, into preallocated outputs (no allocation in the timed region).
+    """
+
+    def __init__(self, n: int, d: int, dtype: torch.dtype = torch.float32) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.n, self.d = n, d
+        self.x = torch.randn(n, d, generator=g).to(dtype)
+        self.w = torch.randn(d, d, generator=g).to(dtype)
+        self.out = torch.empty(n, d, dtype=dtype)
+        self.wout = torch.empty(d, d, dtype=dtype)
+        self.samples: list[float] = []
+        self.measure()  # warm-up (first-touch of the outputs, MKL initialisation)
+        self.samples.clear()
+
+    def measure(self) -> float:
+        """One measurement (GFLOP/s); also remembered for :attr:`gflops`."""
+        flops = 3 * 2 * self.n * self.d * self.d
+        t = timed(
+            lambda: (
+                torch.mm(self.x, self.w, out=self.out),
+                torch.mm(self.x, self.w.t(), out=self.out),
+                torch.mm(self.x.t(), self.x, out=self.wout),
+            )
+        )
+        rate = flops / t / 1e9
+        self.samples.append(rate)
+        return rate
+
+    @property
+    def gflops(self) -> float:
+        return median(self.samples)
+
+
+def environment() -> dict:
+    """What the numbers were measured on."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average_at_start": load,
+    }

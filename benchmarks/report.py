@@ -1,0 +1,192 @@
+"""The benchmark's headline numbers (``summary``) and its readable table (``markdown``)."""
+
+from __future__ import annotations
+
+TARGETS = {
+    "matmul_fraction": "≥ 0.8",
+    "step_ratio_vs_naive": "≤ 0.6",
+    "render_ratio_vs_naive": "≤ 0.3",
+    "psnr_delta_db": "≤ 0.05",
+    "cache_ratio": "≤ 0.3",
+}
+
+
+def _get(d: dict, *keys, default=None):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def summary(r: dict) -> dict:
+    """The figures the issue asks for, with their targets."""
+    s: dict = {"targets": TARGETS, "train_step": {}, "render": {}}
+    for cfg, t in r.get("train_step", {}).items():
+        rows = t["rows"]
+        entry = {
+            "matmul_fraction": {k: v["matmul_fraction"] for k, v in rows.items()},
+            "step_ratio_vs_naive": {k: v["step_ratio_vs_naive"] for k, v in rows.items()},
+            "step_s": {k: v["step_s"] for k, v in rows.items()},
+        }
+        if "fast_bf16" in rows and "fast" in rows:
+            entry["bf16_step_vs_fp32"] = rows["fast_bf16"]["step_s"] / rows["fast"]["step_s"]
+        if "fast_compile" in rows:
+            entry["compile_step_vs_eager"] = rows["fast_compile"]["step_s"] / rows["fast"]["step_s"]
+            entry["compile_s"] = rows["fast_compile"].get("compile_s")
+        s["train_step"][cfg] = entry
+    for cfg, t in r.get("render", {}).items():
+        s["render"][cfg] = {
+            k: {"ratio_vs_naive": v["ratio_vs_naive"], "render_s_full_image": v["render_s_full_image"]}
+            for k, v in t["rows"].items()
+        }
+    psnr = r.get("psnr", {})
+    if "rows" in psnr:
+        s["trained_toy_render"] = {
+            k: {
+                "ratio_vs_naive": v["ratio_vs_naive"],
+                "psnr_delta_vs_exhaustive_mean": v["psnr_delta_vs_exhaustive_mean"],
+                "psnr_delta_vs_exhaustive_max_abs": v["psnr_delta_vs_exhaustive_max_abs"],
+                "samples_per_ray": v["samples_per_ray"],
+            }
+            for k, v in psnr["rows"].items()
+        }
+    if "cache" in r:
+        s["cache_ratio"] = r["cache"]["ratio_cached_vs_on_the_fly"]
+    if "scaling" in r:
+        s["scaling"] = {"rays_fit": r["scaling"]["rays_fit"], "views_ratio": r["scaling"]["views_ratio"]}
+    return s
+
+
+def _f(x, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _mb(x) -> str:
+    return "–" if x is None else f"{x / 2**20:.0f}"
+
+
+def markdown(r: dict) -> str:
+    env = r.get("environment", {})
+    lines = [
+        "# featurenerf benchmarks",
+        "",
+        f"{env.get('cpu')} · {env.get('threads')} threads · torch {env.get('torch')} · "
+        f"load average at start {env.get('load_average_at_start')} · mode {r.get('mode')} · "
+        f"total {_f(r.get('total_s'), 0)} s",
+        "",
+        f"FLOPs: {r.get('flops_method')}. Timing: {r.get('timing_method')}.",
+        "",
+    ]
+    for cfg, t in r.get("train_step", {}).items():
+        sz = t["sizes"]
+        base = t["matmul_baseline"]
+        lines += [
+            f"## Training step — {cfg} ({sz['objects']}×{sz['rays_per_object']} rays, {sz['image_size']} px, "
+            f"{sz['source_views']} source view, samples {sz['samples']}, d_hidden {sz['d_hidden']}, D {sz['feature_dim']})",
+            "",
+            f"Same-process matmul baseline: {base['gflops_per_s']:.1f} GFLOP/s ({base['shape']}).",
+            "",
+            "| row | step s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for k, v in t["rows"].items():
+            lines.append(
+                f"| {k} | {_f(v['step_s'])} | {_f(v['step_ratio_vs_naive'])} | {_f(v['rays_per_s'], 0)} | "
+                f"{_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | {_f(v['gflops_per_s'], 1)} | "
+                f"{_f(v['matmul_fraction'])} | {_mb(v['peak_rss_bytes'])} |"
+            )
+        comp = t["rows"].get("fast_compile")
+        if comp:
+            lines += ["", f"`fast_compile`: first step (compilation) {_f(comp.get('first_step_s'), 1)} s."]
+        prof = t.get("profile")
+        if prof:
+            lines += [
+                "",
+                f"Where the `fast` step's CPU time goes (torch.profiler, {_f(prof['cpu_s_total'], 1)} s CPU):",
+                "",
+            ]
+            lines += ["| category | share |", "|---|---|"]
+            lines += [f"| {k} | {v * 100:.0f} % |" for k, v in prof["fraction"].items()]
+        lines.append("")
+    for cfg, t in r.get("render", {}).items():
+        lines += [
+            f"## Full-image render — {cfg}, {t['image_size']}² ({t['weights']})",
+            "",
+            f"Rendered at {t['rendered_at']}²"
+            + (f"; {t['extrapolation']}." if t.get("extrapolation") else "."),
+            "",
+            "| row | s per full image | × naive | samples/ray | peak RSS MB |",
+            "|---|---|---|---|---|",
+        ]
+        for k, v in t["rows"].items():
+            lines.append(
+                f"| {k} | {_f(v['render_s_full_image'])} | {_f(v['ratio_vs_naive'])} | "
+                f"{_f(v['samples_per_ray'], 1)} | {_mb(v['peak_rss_bytes'])} |"
+            )
+        lines.append("")
+    psnr = r.get("psnr")
+    if psnr:
+        lines += ["## Trained toy model: render time and PSNR cost of skipping (held-out views)", ""]
+        if "rows" not in psnr:
+            lines += [psnr.get("skipped", ""), ""]
+        else:
+            d = psnr["data"]
+            lines += [
+                f"{psnr['checkpoint']}; {d['objects']} {d['split']} objects × {d['views_per_object']} views, "
+                f"{psnr['image_size']} px; bounds {psnr['bound']}; stop_transmittance {psnr['stop_transmittance']}",
+                "",
+                "| row | render s | × naive | samples/ray | PSNR | Δ PSNR vs exhaustive (mean / max abs) |",
+                "|---|---|---|---|---|---|",
+            ]
+            for k, v in psnr["rows"].items():
+                lines.append(
+                    f"| {k} | {_f(v['render_s'], 3)} | {_f(v['ratio_vs_naive'])} | {_f(v['samples_per_ray'], 1)} | "
+                    f"{_f(v['psnr'])} | {_f(v['psnr_delta_vs_exhaustive_mean'], 4)} / "
+                    f"{_f(v['psnr_delta_vs_exhaustive_max_abs'], 4)} |"
+                )
+            lines.append("")
+    cache = r.get("cache")
+    if cache:
+        lines += [
+            "## Teacher cache",
+            "",
+            f"{cache['teacher']} at {cache['image_size']} px, {cache['items_per_epoch']} objects per epoch "
+            f"({cache['batches_per_epoch']} batches, {cache['rays_per_object']} rays each): epoch "
+            f"{_f(cache['epoch_s_cached'])} s with the cache vs {_f(cache['epoch_s_on_the_fly'])} s on the fly "
+            f"→ ratio **{_f(cache['ratio_cached_vs_on_the_fly'], 3)}** (cache built once in "
+            f"{_f(cache['cache_build_s'], 1)} s).",
+            "",
+        ]
+    sc = r.get("scaling")
+    if sc:
+        lines += [
+            f"## Scaling — {sc['config']}, `fast` row",
+            "",
+            "| rays per batch | step s | s per 1k rays |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {e['rays_per_batch']} | {_f(e['step_s'])} | {_f(e['s_per_1k_rays'])} |" for e in sc["rays"]
+        ]
+        fit = sc["rays_fit"]
+        lines += [
+            "",
+            f"Linear fit: {_f(fit['fixed_s'])} s fixed + {_f(fit['s_per_1k_rays_marginal'])} s per 1k rays.",
+            "",
+            "| source views | rays | step s | × 1 view |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['source_views']} | {e['rays_per_batch']} | {_f(e['step_s'])} | "
+            f"{_f(sc['views_ratio'][str(e['source_views'])])} |"
+            for e in sc["views"]
+        ]
+        lines.append("")
+    if r.get("errors"):
+        lines += ["## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Run the featurenerf benchmarks; write ``bench.json`` and a readable ``bench.md``.
+
+    python benchmarks/run.py --out benchmarks/results            # everything (make bench)
+    python benchmarks/run.py --quick --out /tmp/bench             # smoke run, seconds
+    python benchmarks/run.py --sections train render --out ...    # some sections
+
+Sections: ``train`` (training step rows at the toy and the paper's srn_cars config), ``render`` (full-image
+render time, untrained weights), ``psnr`` (render time and PSNR cost of skipping on held-out views of a
+trained toy checkpoint: ``--toy-ckpt``/``--toy-data``, else the latest ``make demo`` run), ``cache``
+(teacher cache vs on-the-fly epoch time), ``scaling`` (step time vs rays per batch and source views).
+Every ratio compares rows measured in the same process, interleaved; times are medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+SECTIONS = ("train", "render", "psnr", "cache", "scaling")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results", help="folder for bench.json and bench.md")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one repeat, toy config only (smoke test)"
+    )
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=None, help="default: all")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the reference figures use 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per row (default per section)")
+    p.add_argument("--toy-ckpt", default=None, help="trained toy checkpoint for the psnr section")
+    p.add_argument("--toy-data", default=None, help="its data root (default: from the run's config.yaml)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    return p.parse_args(argv)
+
+
+def find_toy_run(ckpt: str | None, data: str | None) -> tuple[str, str] | None:
+    """(checkpoint, data root) for the psnr section: the arguments, else the newest demo/toy run."""
+    import yaml
+
+    candidates = (
+        [Path(ckpt)]
+        if ckpt
+        else sorted(
+            Path("outputs").glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+    )
+    for path in candidates:
+        if not path.is_file():
+            continue
+        root = data
+        config = path.resolve().parent.parent / "config.yaml"
+        if root is None and config.is_file():
+            root = ((yaml.safe_load(config.read_text()) or {}).get("data") or {}).get("root")
+        if root and Path(root).is_dir():
+            return str(path), str(root)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import harness
+    import report
+
+    out_dir = Path(args.out)
+    sections = args.sections or (("train", "render") if args.quick else SECTIONS)
+    result: dict = {
+        "environment": harness.environment(),
+        "mode": "quick" if args.quick else "full",
+        "flops_method": "torch.utils.flop_counter.FlopCounterMode on one full training step (forward, "
+        "backward, Adam): matmul/conv/bmm FLOPs; sparse products count 2*nnz*width; elementwise not counted",
+        "timing_method": "rows timed interleaved in one process; medians over repeats; ratios are medians of "
+        "per-round ratios",
+        "train_step": {},
+        "render": {},
+        "errors": {},
+    }
+    started = time.perf_counter()
+
+    def section(name: str, fn) -> None:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            fn()
+        except Exception as err:  # one broken section must not lose the others' numbers
+            result["errors"][name] = f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+        print(f"[bench] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    if "train" in sections:
+        import train_step
+
+        if args.quick:
+            rows = ["naive", "reuse", "fast", "fast_bf16"]
+            sizes = {"rays_per_object": 32, "batch_size": 2, "image_size": 32}
+            section(
+                "train toy",
+                lambda: result["train_step"].__setitem__(
+                    "toy",
+                    train_step.bench_config(
+                        "toy", rows, args.repeats or 1, profile=True, size_override=sizes
+                    ),
+                ),
+            )
+        else:
+            toy_rows = ["naive", "reuse", "fast", "fast_bf16"] + ([] if args.no_compile else ["fast_compile"])
+            section(
+                "train toy",
+                lambda: result["train_step"].__setitem__(
+                    "toy", train_step.bench_config("toy", toy_rows, args.repeats or 5, profile=True)
+                ),
+            )
+            section(
+                "train srn_cars",
+                lambda: result["train_step"].__setitem__(
+                    "srn_cars",
+                    train_step.bench_config(
+                        "srn_cars", ["naive", "reuse", "fast", "fast_bf16"], args.repeats or 2, profile=True
+                    ),
+                ),
+            )
+
+    if "render" in sections:
+        import render_bench
+
+        if args.quick:
+            section(
+                "render toy",
+                lambda: result["render"].__setitem__("toy", render_bench.bench_untrained("toy", 16, 1)),
+            )
+        else:
+            section(
+                "render toy",
+                lambda: result["render"].__setitem__(
+                    "toy", render_bench.bench_untrained("toy", None, args.repeats or 3)
+                ),
+            )
+            section(
+                "render srn_cars",
+                lambda: result["render"].__setitem__(
+                    "srn_cars", render_bench.bench_untrained("srn_cars", 32, args.repeats or 1)
+                ),
+            )
+
+    if "psnr" in sections:
+        import render_bench
+
+        def psnr() -> None:
+            found = find_toy_run(args.toy_ckpt, args.toy_data)
+            if found is None:
+                result["psnr"] = {
+                    "skipped": "no trained toy checkpoint: run `make demo` or pass --toy-ckpt/--toy-data"
+                }
+                return
+            ckpt, root = found
+            result["psnr"] = render_bench.bench_trained(ckpt, root, "test", objects=4, views=2, repeats=1)
+
+        section("psnr", psnr)
+
+    if "cache" in sections:
+        import cache_bench
+
+        def cache() -> None:
+            from featurenerf.data.synth import generate_dataset
+
+            with tempfile.TemporaryDirectory() as tmp:
+                root = generate_dataset(
+                    "toycar", Path(tmp) / "data", objects=8, views=10, size=64, seed=0, progress=False
+                )
+                cfg = harness.load_config("toy")
+                d = cfg["data"]
+                result["cache"] = cache_bench.bench_cache(
+                    str(root),
+                    cfg["teacher"],
+                    d["image_size"],
+                    items=16,
+                    repeats=args.repeats or 2,
+                    rays_per_object=d["rays_per_object"],
+                    batch_size=d["batch_size"],
+                )
+
+        section("cache", cache)
+
+    if "scaling" in sections:
+        import train_step
+
+        section(
+            "scaling",
+            lambda: result.__setitem__(
+                "scaling",
+                train_step.bench_scaling("toy", [256, 512, 1024, 2048, 4096], [1, 2, 4], args.repeats or 2),
+            ),
+        )
+
+    result["summary"] = report.summary(result)
+    result["total_s"] = time.perf_counter() - started
+    write(out_dir, result)
+    print(report.markdown(result))
+    return 0
+
+
+def write(out_dir: Path, result: dict) -> None:
+    import report
+
+    from featurenerf.io import atomic_write
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_dir / "bench.json", "w") as fh:
+        json.dump(result, fh, indent=2, default=str)
+    with atomic_write(out_dir / "bench.md", "w") as fh:
+        fh.write(report.markdown(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
