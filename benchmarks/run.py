@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         import train_step
 
         if args.quick:
-            rows = ["naive", "reuse", "fast", "fast_bf16"]
             sizes = {"rays_per_object": 32, "batch_size": 2, "image_size": 32}
+            model = {"d_hidden": 64, "n_coarse": 16, "n_fine": 4, "n_fine_depth": 4, "encoder_layers": 2}
             section(
                 "train toy",
                 lambda: result["train_step"].__setitem__(
                     "toy",
                     train_step.bench_config(
-                        "toy", rows, args.repeats or 1, profile=True, size_override=sizes
+                        "toy", ["naive", "fast", "fast_bf16"], args.repeats or 1, True, sizes, model
                     ),
                 ),
             )

@@ -88,18 +88,25 @@ class Stepper:
 
 
 def bench_config(
-    name: str, rows: list[str], repeats: int, profile: bool, size_override: dict | None = None
+    name: str,
+    rows: list[str],
+    repeats: int,
+    profile: bool,
+    size_override: dict | None = None,
+    model_override: dict | None = None,
 ) -> dict:
-    """Interleaved timing of ``rows`` at config ``name``; first call of each row counts FLOPs."""
+    """Interleaved timing of ``rows`` at config ``name``; first call of each row counts FLOPs.
+    The overrides shrink the data and model sections (``--quick`` only)."""
     cfg = load_config(name)
     data = {**cfg["data"], **(size_override or {})}
     b, r, size, views = data["batch_size"], data["rays_per_object"], data["image_size"], data["num_src_views"]
-    stepper = Stepper(cfg["model"], b, views, size, r)
+    stepper = Stepper({**cfg["model"], **(model_override or {})}, b, views, size, r)
     net = stepper.module.net
     baseline = MatmulBaseline(b * r * net.n_coarse, net.d_hidden)
 
     out: dict = {
         "config": name,
+        "overrides": {**(size_override or {}), **(model_override or {})} or None,
         "sizes": {
             "objects": b,
             "rays_per_object": r,
