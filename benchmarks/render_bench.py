@@ -32,11 +32,12 @@ class SampleCounter:
 
     def __init__(self, net) -> None:
         self.count = 0
-        for name in ("_flat_inputs", "_mlp_inputs"):
+        for name in ("_camera_inputs", "_mlp_inputs"):
             orig = getattr(net, name)
 
-            def wrapped(cond, xyz, *args, _orig=orig, **kwargs):
-                self.count += xyz.shape[0] if xyz.dim() == 2 else xyz.shape[0] * xyz.shape[1]
+            def wrapped(cond, xyz, *args, _orig=orig, _fast=name == "_camera_inputs", **kwargs):
+                # fast path: (P, V, 3) camera-frame points; reference path: (B, P, 3) world points
+                self.count += xyz.shape[0] if _fast else xyz.shape[0] * xyz.shape[1]
                 return _orig(cond, xyz, *args, **kwargs)
 
             setattr(net, name, wrapped)

@@ -21,13 +21,13 @@ class Counter:
 
     def __init__(self, net: FeatureNeRFNet) -> None:
         self.calls: list[int] = []
-        orig = net._flat_inputs
+        orig = net._camera_inputs
 
-        def wrapped(cond, xyz, *args):
-            self.calls.append(xyz.shape[0])
-            return orig(cond, xyz, *args)
+        def wrapped(cond, cam, *args):
+            self.calls.append(cam.shape[0])
+            return orig(cond, cam, *args)
 
-        net._flat_inputs = wrapped
+        net._camera_inputs = wrapped
 
     @property
     def total(self) -> int:

@@ -54,6 +54,7 @@ from featurenerf.geometry.cameras import (
     rays_from_pixels,
     rotate_to_camera,
     uv_to_grid,
+    world_to_camera_points,
 )
 from featurenerf.nerf.encoder import ResNetEncoder
 from featurenerf.nerf.encoding import PositionalEncoding
@@ -138,6 +139,33 @@ class _BilinearGather(torch.autograd.Function):
             for g, need in zip(grads, ctx.needs_input_grad[2:])
         )
         return (None, None, *table_grads)
+
+
+@dataclass
+class _Inputs:
+    """Fast-path MLP inputs of P points over V source views, rows ordered (view, point): encoded points
+    ``x`` (V·P, d_in) and the bilinear taps ``rows``/``weights`` (V·P, 4) into the injection tables."""
+
+    x: Tensor
+    rows: Tensor
+    weights: Tensor
+    views: int
+
+    @property
+    def num_points(self) -> int:
+        return self.x.shape[0] // self.views
+
+    def block(self, start: int, stop: int) -> _Inputs:
+        """Points ``start:stop`` (of every view)."""
+        cut = lambda t: t.reshape(self.views, -1, t.shape[-1])[:, start:stop].reshape(-1, t.shape[-1])  # noqa: E731
+        return _Inputs(cut(self.x), cut(self.rows), cut(self.weights), self.views)
+
+
+def _default_dirs(xyz: Tensor) -> Tensor:
+    """+z for every point: the view direction used when a caller has none."""
+    dirs = torch.zeros_like(xyz)
+    dirs[..., 2] = 1.0
+    return dirs
 
 
 @dataclass
@@ -360,23 +388,87 @@ class FeatureNeRFNet(nn.Module):
             x = torch.cat([x, rotate_to_camera(viewdirs[:, None], poses)], dim=-1)
         return x, latent
 
-    def _flat_inputs(
-        self, cond: Conditioning, xyz: Tensor, dirs: Tensor | None, obj: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Fast-path inputs of P flat points of objects ``obj`` (P,): encoded points (V·P, d_in) and the
-        bilinear taps (V·P, 4) into ``cond.injected``; rows ordered (view, point)."""
+    def _camera_inputs(
+        self,
+        cond: Conditioning,
+        cam: Tensor,
+        rot: Tensor,
+        dirs: Tensor | None,
+        focal: Tensor,
+        c: Tensor,
+        first_row: Tensor,
+    ) -> _Inputs:
+        """Fast-path MLP inputs from points already in each source camera's frame.
+
+        Args:
+            cam: (P, V, 3) points in camera coordinates (for the projection); rot: (P, V, 3) the world
+                points rotated into camera axes, without translation (pixelNeRF's position input);
+            dirs: (P, V, 3) ray directions in camera axes, or ``None`` without view directions;
+            focal, c: (P, V, 2) source intrinsics; first_row: (P, V) each map's first row in the tables.
+        """
+        depth = cam[..., 2:]
+        depth = torch.where(depth.abs() < 1e-8, torch.full_like(depth, 1e-8), depth)  # as project_points
+        uv = cam[..., :2] / depth * focal + c
+        x = self.posenc(rot)
+        if self.use_viewdirs:
+            x = torch.cat([x, dirs], dim=-1)
+        rows, weights = bilinear_taps(uv, cond.image_size, tuple(cond.features.shape[-2:]), first_row)
+        flat = lambda t: rearrange(t, "p v k -> (v p) k")  # noqa: E731
+        return _Inputs(flat(x), flat(rows), flat(weights), cam.shape[1])
+
+    def _first_rows(self, cond: Conditioning, obj: Tensor) -> Tensor:
+        """(N, V) first table row of each source view's map of objects ``obj`` (N,)."""
         v = cond.poses.shape[1]
+        h, w = cond.features.shape[-2:]
+        return (obj[:, None] * v + torch.arange(v, device=obj.device)) * (h * w)
+
+    def _point_inputs(self, cond: Conditioning, xyz: Tensor, dirs: Tensor | None, obj: Tensor) -> _Inputs:
+        """Fast-path inputs of P free points xyz (P, 3) with directions (P, 3) of objects ``obj`` (P,)."""
         poses = cond.poses[obj]  # (P, V, 4, 4): each point with its object's source cameras
         pts = xyz[:, None]
-        uv, _ = project_points(pts, poses, cond.focal[obj], cond.c[obj])  # (P, V, 2)
-        x = self.posenc(rotate_to_camera(pts, poses))
-        if self.use_viewdirs:
-            x = torch.cat([x, rotate_to_camera(dirs[:, None], poses)], dim=-1)
-        h, w = cond.features.shape[-2:]
-        first_row = (obj[:, None] * v + torch.arange(v, device=obj.device)) * (h * w)  # (P, V)
-        rows, weights = bilinear_taps(uv, cond.image_size, (h, w), first_row)
-        flat = lambda t: rearrange(t, "p v k -> (v p) k")  # noqa: E731
-        return flat(x), flat(rows), flat(weights)
+        cam = world_to_camera_points(pts, poses)
+        rot = rotate_to_camera(pts, poses)
+        dirs_cam = rotate_to_camera(dirs[:, None], poses) if self.use_viewdirs else None
+        return self._camera_inputs(
+            cond, cam, rot, dirs_cam, cond.focal[obj], cond.c[obj], self._first_rows(cond, obj)
+        )
+
+    def _ray_frames(self, cond: Conditioning, o: Tensor, d: Tensor, obj: Tensor) -> dict[str, Tensor]:
+        """Rays (R, 3) of objects ``obj`` (R,) in every source camera's frame, once per render call:
+        a sample ``o + z d`` is then ``o_cam + z d_cam`` there (no per-sample matrix products)."""
+        poses = cond.poses[obj]  # (R, V, 4, 4)
+        return {
+            "o_cam": world_to_camera_points(o[:, None], poses),
+            "o_rot": rotate_to_camera(o[:, None], poses),
+            "d_cam": rotate_to_camera(d[:, None], poses),
+            "focal": cond.focal[obj],
+            "c": cond.c[obj],
+            "first_row": self._first_rows(cond, obj),
+        }
+
+    def _ray_inputs(
+        self, cond: Conditioning, frames: dict[str, Tensor], z: Tensor, index: Tensor | None
+    ) -> _Inputs:
+        """Fast-path inputs of the samples z (R, N) of the rays in ``frames``: all of them in order, or
+        those at flat positions ``index`` (S,) of the (R, N) grid."""
+        n_rays, n = z.shape
+        if index is None:
+            per_ray = {k: v[:, None].expand(n_rays, n, *v.shape[1:]).flatten(0, 1) for k, v in frames.items()}
+            zz = z.reshape(-1, 1, 1)
+        else:
+            ray = torch.div(index, n, rounding_mode="floor")
+            per_ray = {k: v[ray] for k, v in frames.items()}
+            zz = z.reshape(-1)[index, None, None]
+        d_cam = per_ray["d_cam"]
+        return self._camera_inputs(
+            cond,
+            per_ray["o_cam"] + zz * d_cam,
+            per_ray["o_rot"] + zz * d_cam,
+            d_cam if self.use_viewdirs else None,
+            per_ray["focal"],
+            per_ray["c"],
+            per_ray["first_row"],
+        )
 
     def _trunk(
         self, x: Tensor, rows: Tensor, weights: Tensor, injected: tuple[Tensor, ...], views: int
@@ -418,15 +510,9 @@ class FeatureNeRFNet(nn.Module):
         return self._trunk
 
     def _field(
-        self,
-        cond: Conditioning,
-        xyz: Tensor,
-        dirs: Tensor | None,
-        obj: Tensor,
-        heads: str = "full",
-        keep: Iterable[str] = (),
+        self, cond: Conditioning, inputs: _Inputs, heads: str = "full", keep: Iterable[str] = ()
     ) -> dict[str, Tensor]:
-        """Fast field at P flat points xyz (P, 3) with directions (P, 3) of objects ``obj`` (P,).
+        """Fast field at the P points of ``inputs``; values are (P, ...).
 
         ``heads``: "full" (every output, per point), "hidden" (the last block output only) or "render"
         (rgb, sigma, coords per point; plus ``relu_hidden`` and/or ``hidden`` when named in ``keep``:
@@ -436,23 +522,11 @@ class FeatureNeRFNet(nn.Module):
         cond = self.prepare(cond)
         keep = tuple(keep)
         block = self.chunk * 16
-        if xyz.shape[0] > block and not torch.is_grad_enabled():
-            parts = [
-                self._field(
-                    cond,
-                    xyz[s : s + block],
-                    None if dirs is None else dirs[s : s + block],
-                    obj[s : s + block],
-                    heads,
-                    keep,
-                )
-                for s in range(0, xyz.shape[0], block)
-            ]
+        n = inputs.num_points
+        if n > block and not torch.is_grad_enabled():
+            parts = [self._field(cond, inputs.block(s, s + block), heads, keep) for s in range(0, n, block)]
             return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
-        if dirs is None and self.use_viewdirs:
-            dirs = torch.zeros_like(xyz)
-            dirs[..., 2] = 1.0
-        x, rows, weights = self._flat_inputs(cond, xyz, dirs, obj)
+        x, rows, weights = inputs.x, inputs.rows, inputs.weights
         h = self._trunk_impl()(x, rows, weights, cond.injected, cond.poses.shape[1])
         if heads == "hidden":
             return {"hidden": h}
@@ -491,12 +565,12 @@ class FeatureNeRFNet(nn.Module):
         b, p = xyz.shape[:2]
         if self._use_fast(cond, p):
             obj = torch.arange(b, device=xyz.device).repeat_interleave(p)
-            dirs = None if viewdirs is None else viewdirs.reshape(-1, 3)
-            out = self._field(cond, xyz.reshape(-1, 3), dirs, obj, "full")
+            dirs = _default_dirs(xyz) if viewdirs is None else viewdirs
+            dirs = dirs.reshape(-1, 3)
+            out = self._field(cond, self._point_inputs(cond, xyz.reshape(-1, 3), dirs, obj), "full")
             return {k: v.reshape(b, p, *v.shape[1:]) for k, v in out.items()}
         if viewdirs is None and self.use_viewdirs:
-            viewdirs = torch.zeros_like(xyz)
-            viewdirs[..., 2] = 1.0
+            viewdirs = _default_dirs(xyz)
         x, latent = self._mlp_inputs(cond, xyz, viewdirs)
         out, hidden = self.mlp(x, latent)
         d = self.feature_dim
@@ -518,8 +592,9 @@ class FeatureNeRFNet(nn.Module):
         b, n = xyz.shape[:2]
         if self._use_fast(cond, n):
             obj = torch.arange(b, device=xyz.device).repeat_interleave(n)
-            dirs = None if viewdirs is None else viewdirs.reshape(-1, 3)
-            hidden = self._field(cond, xyz.reshape(-1, 3), dirs, obj, "hidden")["hidden"].reshape(b, n, -1)
+            dirs = (_default_dirs(xyz) if viewdirs is None else viewdirs).reshape(-1, 3)
+            inputs = self._point_inputs(cond, xyz.reshape(-1, 3), dirs, obj)
+            hidden = self._field(cond, inputs, "hidden")["hidden"].reshape(b, n, -1)
             return hidden[0] if squeeze else hidden
         outs = [
             self.query(cond, part, None if viewdirs is None else viewdirs[:, i : i + part.shape[1]])["hidden"]
@@ -578,6 +653,7 @@ class FeatureNeRFNet(nn.Module):
         near = o.new_full((n_rays,), self.near)
         far = o.new_full((n_rays,), self.far)
         cond = self.prepare(cond)
+        frames = self._ray_frames(cond, o, d, obj)
         keep = tuple(k for k, want in (("relu_hidden", "features"), ("hidden", "hidden")) if want in outputs)
         bound = self.scene_bound if skip_empty else None
         stop = self.stop_transmittance if skip_empty else 0.0
@@ -585,9 +661,9 @@ class FeatureNeRFNet(nn.Module):
         z_c = stratified_samples(near, far, self.n_coarse, perturb, generator)
         inside_c = None if bound is None else bound.contains(o[:, None] + z_c[..., None] * d[:, None])
         if stop > 0:
-            coarse = self._evaluate_marching(cond, o, d, obj, z_c, far, keep, inside_c, stop)
+            coarse = self._evaluate_marching(cond, frames, o, d, z_c, far, keep, inside_c, stop)
         else:
-            coarse = self._evaluate(cond, o, d, obj, z_c, keep, inside_c)
+            coarse = self._evaluate(cond, frames, o, d, z_c, keep, inside_c)
         w_c = compositing_weights(z_c, coarse.sigma, far)
         depth_c = (w_c * z_c).sum(-1)
         z_new = torch.cat(
@@ -612,7 +688,7 @@ class FeatureNeRFNet(nn.Module):
                     alive &= bound.contains(o[:, None] + z_new[..., None] * d[:, None])
                 if stop > 0:
                     alive &= self._still_visible(w_c, z_c, z_new)
-            new = self._evaluate(cond, o, d, obj, z_new, keep, alive)
+            new = self._evaluate(cond, frames, o, d, z_new, keep, alive)
             sigma_f = torch.cat([coarse.sigma, new.sigma], dim=-1).gather(1, order)
             w_f = compositing_weights(z_f, sigma_f, far)
             # Fine weights back in evaluation order, so values are summed where they are (no gathers).
@@ -626,7 +702,7 @@ class FeatureNeRFNet(nn.Module):
             alive = None
             if skip_empty and bound is not None:
                 alive = bound.contains(o[:, None] + z_f[..., None] * d[:, None])
-            fine = self._evaluate(cond, o, d, obj, z_f, keep, alive)
+            fine = self._evaluate(cond, frames, o, d, z_f, keep, alive)
             w_f = compositing_weights(z_f, fine.sigma, far)
             sums = {"fine": self._weighted_sums(fine, [w_f], keep)[0]}
             if "coarse" in passes:
@@ -661,26 +737,23 @@ class FeatureNeRFNet(nn.Module):
     def _evaluate(
         self,
         cond: Conditioning,
+        frames: dict[str, Tensor],
         o: Tensor,
         d: Tensor,
-        obj: Tensor,
         z: Tensor,
         keep: tuple[str, ...],
         alive: Tensor | None = None,
     ) -> _Samples:
-        """Field at the samples z (R, N) of rays o, d (R, 3) of objects ``obj`` (R,); with ``alive``
-        (R, N) bool, only those samples (in one flat batch across rays and objects)."""
+        """Field at the samples z (R, N) of rays o, d (R, 3) (``frames`` from :meth:`_ray_frames`); with
+        ``alive`` (R, N) bool, only those samples (in one flat batch across rays and objects)."""
         n_rays, n = z.shape
-        if alive is None:
+        index = None if alive is None else alive.reshape(-1).nonzero().squeeze(1)
+        values = self._field(cond, self._ray_inputs(cond, frames, z, index), "render", keep)
+        if index is None:
             xyz = (o[:, None] + z[..., None] * d[:, None]).reshape(-1, 3)
-            dirs = d[:, None].expand(n_rays, n, 3).reshape(-1, 3)
-            index, sample_obj = None, obj[:, None].expand(n_rays, n).reshape(-1)
         else:
-            index = alive.reshape(-1).nonzero().squeeze(1)
             ray = torch.div(index, n, rounding_mode="floor")
             xyz = o[ray] + z.reshape(-1)[index, None] * d[ray]
-            dirs, sample_obj = d[ray], obj[ray]
-        values = self._field(cond, xyz, dirs, sample_obj, "render", keep)
         values["coords_res"] = values.pop("coords") - xyz  # L_coord's residual against the true position
         sigma = values.pop("sigma")
         if index is None:
@@ -692,9 +765,9 @@ class FeatureNeRFNet(nn.Module):
     def _evaluate_marching(
         self,
         cond: Conditioning,
+        frames: dict[str, Tensor],
         o: Tensor,
         d: Tensor,
-        obj: Tensor,
         z: Tensor,
         far: Tensor,
         keep: tuple[str, ...],
@@ -718,7 +791,7 @@ class FeatureNeRFNet(nn.Module):
             alive[:, lo:hi] = (trans > stop)[:, None]
             if inside is not None:
                 alive &= inside
-            part = self._evaluate(cond, o, d, obj, z, keep, alive)
+            part = self._evaluate(cond, frames, o, d, z, keep, alive)
             sigma = sigma + part.sigma
             for k, v in part.values.items():
                 values.setdefault(k, []).append(v)
