@@ -63,9 +63,6 @@ def test_ddp_fit_trains_validates_and_runs_tasks_on_two_ranks(ddp_run):
     assert "keypoints_3d" in json.dumps(results)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="lightning_cli: rank 1 sees rank 0's config.yaml and makes <run>-<pid>"
-)
 def test_ddp_ranks_share_one_run_folder(ddp_run):
     _, runs = ddp_run
     assert sorted(p.name for p in runs.iterdir()) == ["ddp"]

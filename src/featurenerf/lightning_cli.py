@@ -23,6 +23,7 @@ from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.module import FeatureNeRF, TrainingDiverged
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
+RUN_DIR_ENV = "FEATURENERF_RUN_DIR"
 TASK_GROUPS = {
     "part_seg": ["part_seg_2d", "part_seg_3d"],
     "keypoints": ["keypoints_2d", "keypoints_3d"],
@@ -167,9 +168,16 @@ class FeatureNeRFCLI(LightningCLI):
                 cfg.ckpt_path = str(run / "checkpoints" / "last.ckpt")
                 print(f"fit: resuming {cfg.ckpt_path}", file=sys.stderr)
             else:
-                run = root / (cfg.run_name or time.strftime("%Y%m%d-%H%M%S"))
-                if (run / "config.yaml").exists() and cfg.ckpt_path is None:
-                    run = run.with_name(run.name + f"-{os.getpid()}")
+                shared = os.environ.get(RUN_DIR_ENV)
+                if shared:  # a DDP worker Lightning launched: use the folder rank 0 chose
+                    run = Path(shared)
+                else:
+                    run = root / (cfg.run_name or time.strftime("%Y%m%d-%H%M%S"))
+                    if (run / "config.yaml").exists() and cfg.ckpt_path is None:
+                        run = run.with_name(run.name + f"-{os.getpid()}")
+                    # Lightning starts the other DDP ranks as copies of this process after this point;
+                    # they inherit the environment, so every rank writes into this one folder.
+                    os.environ[RUN_DIR_ENV] = str(run)
                 # The config saved with the run is the resolved one, minus the resume pointer.
                 saved = cfg.clone()
                 saved.ckpt_path = None
@@ -316,6 +324,7 @@ def run_lightning(command: str, args: list[str]) -> int:
         CacheError,
         TeacherCheckpointError,
     )
+    owns_run_dir = RUN_DIR_ENV not in os.environ  # DDP workers inherit it; a later in-process run must not
     try:
         if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
             args = _implicit_validate_args(command, args)
@@ -341,6 +350,9 @@ def run_lightning(command: str, args: list[str]) -> int:
             raise
         print(f"featurenerf: error: {cause}", file=sys.stderr)
         return 2
+    finally:
+        if owns_run_dir:
+            os.environ.pop(RUN_DIR_ENV, None)
     if command == "fit":
         print_wandb_hint(cli.trainer)
     return 0
