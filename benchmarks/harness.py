@@ -219,11 +219,13 @@ def environment() -> dict:
     import platform
 
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     try:
@@ -237,4 +239,6 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "load_average_at_start": load,
+        # bf16 matrix units (AMX) or instructions: bf16-mixed speeds up CPU steps only where present.
+        "bf16_hardware": sorted(flags & {"amx_bf16", "avx512_bf16"}),
     }

@@ -82,14 +82,18 @@ def markdown(r: dict) -> str:
         f"FLOPs: {r.get('flops_method')}. Timing: {r.get('timing_method')}.",
         "",
     ]
+    if r.get("warning"):
+        lines += [f"**Warning:** {r['warning']}.", ""]
+    lines += headlines(r)
     for cfg, t in r.get("train_step", {}).items():
         sz = t["sizes"]
-        base = t["matmul_baseline"]
+        bases = "; ".join(f"{dt} {v['gflops_per_s']:.1f} GFLOP/s" for dt, v in t["matmul_baseline"].items())
+        shape = next(iter(t["matmul_baseline"].values()))["shape"]
         lines += [
             f"## Training step — {cfg} ({sz['objects']}×{sz['rays_per_object']} rays, {sz['image_size']} px, "
             f"{sz['source_views']} source view, samples {sz['samples']}, d_hidden {sz['d_hidden']}, D {sz['feature_dim']})",
             "",
-            f"Same-process matmul baseline: {base['gflops_per_s']:.1f} GFLOP/s ({base['shape']}).",
+            f"Same-process matmul baseline: {bases} ({shape}); each row's fraction is against its own dtype.",
             "",
             "| row | step s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction | peak RSS MB |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -176,7 +180,8 @@ def markdown(r: dict) -> str:
         fit = sc["rays_fit"]
         lines += [
             "",
-            f"Linear fit: {_f(fit['fixed_s'])} s fixed + {_f(fit['s_per_1k_rays_marginal'])} s per 1k rays.",
+            f"Least-squares line: {_f(fit['fixed_s'])} s fixed + {_f(fit['s_per_1k_rays_marginal'])} s per 1k rays "
+            f"(largest deviation {_f(fit['max_relative_residual'] * 100, 0)} % of a point's time).",
             "",
             "| source views | rays | step s | × 1 view |",
             "|---|---|---|---|",
@@ -190,3 +195,87 @@ def markdown(r: dict) -> str:
     if r.get("errors"):
         lines += ["## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
     return "\n".join(lines)
+
+
+def headlines(r: dict) -> list[str]:
+    """The issue's targets next to the measured figures (what is missing is left out)."""
+    s = r.get("summary") or summary(r)
+    rows: list[tuple[str, str, str]] = []
+    cfg = "srn_cars" if "srn_cars" in s["train_step"] else next(iter(s["train_step"]), None)
+    if cfg:
+        t = s["train_step"][cfg]
+        frac = t["matmul_fraction"]
+        rows.append(
+            (
+                f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast, fp32)",
+                _f(frac.get("fast")),
+                TARGETS["matmul_fraction"],
+            )
+        )
+        rows.append(("… same, naive (pixelNeRF's way)", _f(frac.get("naive")), ""))
+        ratio = t["step_ratio_vs_naive"]
+        rows.append(
+            (
+                f"training step time ÷ naive ({cfg}, fast)",
+                _f(ratio.get("fast")),
+                TARGETS["step_ratio_vs_naive"],
+            )
+        )
+        if "reuse" in ratio:
+            rows.append((f"… fine reuse alone ({cfg})", _f(ratio["reuse"]), ""))
+        if "bf16_step_vs_fp32" in t:
+            hw = (
+                "this CPU has bf16 units"
+                if r.get("environment", {}).get("bf16_hardware")
+                else "no bf16 units"
+            )
+            rows.append((f"bf16 autocast step ÷ fp32 step ({cfg}; {hw})", _f(t["bf16_step_vs_fp32"]), ""))
+        if "compile_step_vs_eager" in t:
+            rows.append(
+                (
+                    f"compiled step ÷ eager step ({cfg}); compile time {_f(t.get('compile_s'), 0)} s",
+                    _f(t["compile_step_vs_eager"]),
+                    "opt-in",
+                )
+            )
+    trained = s.get("trained_toy_render")
+    if trained:
+        for k in ("skip", "skip_box"):
+            if k in trained:
+                v = trained[k]
+                rows.append(
+                    (
+                        f"full-image render ÷ naive (trained toy, {k})",
+                        _f(v["ratio_vs_naive"]),
+                        TARGETS["render_ratio_vs_naive"],
+                    )
+                )
+                rows.append(
+                    (
+                        f"… PSNR change vs exhaustive render, mean / max abs over views ({k})",
+                        f"{v['psnr_delta_vs_exhaustive_mean']:+.4f} / {v['psnr_delta_vs_exhaustive_max_abs']:.4f} dB",
+                        TARGETS["psnr_delta_db"],
+                    )
+                )
+    for name, rend in s.get("render", {}).items():
+        if "skip" in rend:
+            rows.append(
+                (
+                    f"full-image render ÷ naive ({name}, untrained weights, skip)",
+                    _f(rend["skip"]["ratio_vs_naive"]),
+                    "",
+                )
+            )
+    if "cache_ratio" in s:
+        rows.append(
+            (
+                "training epoch with teacher cache ÷ recomputing teacher maps",
+                _f(s["cache_ratio"], 3),
+                TARGETS["cache_ratio"],
+            )
+        )
+    if not rows:
+        return []
+    out = ["## Headlines", "", "| figure | measured | target |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return out + [""]

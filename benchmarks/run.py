@@ -33,7 +33,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny sizes, one repeat, toy config only (smoke test)"
     )
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=None, help="default: all")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (the reference figures use 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads (default 2, the reference figures' setting). On a machine whose cores are busy "
+        "with other processes use 1: every OpenMP parallel op then waits for descheduled threads",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per row (default per section)")
     p.add_argument("--toy-ckpt", default=None, help="trained toy checkpoint for the psnr section")
     p.add_argument("--toy-data", default=None, help="its data root (default: from the run's config.yaml)")
@@ -83,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         "render": {},
         "errors": {},
     }
+    load = result["environment"]["load_average_at_start"]
+    cores = result["environment"]["cpu_count"] or 1
+    if args.threads > 1 and load and load[0] > cores:
+        result["warning"] = (
+            f"load average {load[0]:.1f} on {cores} cores with {args.threads} threads: OpenMP threads contend "
+            "with other processes and small ops wait for descheduled threads; --threads 1 measures cleanly"
+        )
     started = time.perf_counter()
 
     def section(name: str, fn) -> None:
@@ -123,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: result["train_step"].__setitem__(
                     "srn_cars",
                     train_step.bench_config(
-                        "srn_cars", ["naive", "reuse", "fast", "fast_bf16"], args.repeats or 2, profile=True
+                        "srn_cars",
+                        ["naive", "reuse", "fast", "fast_bf16"]
+                        + ([] if args.no_compile else ["fast_compile"]),
+                        args.repeats or 2,
+                        profile=True,
                     ),
                 ),
             )

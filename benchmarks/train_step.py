@@ -102,7 +102,13 @@ def bench_config(
     b, r, size, views = data["batch_size"], data["rays_per_object"], data["image_size"], data["num_src_views"]
     stepper = Stepper({**cfg["model"], **(model_override or {})}, b, views, size, r)
     net = stepper.module.net
-    baseline = MatmulBaseline(b * r * net.n_coarse, net.d_hidden)
+    n_points = b * r * net.n_coarse
+    # One baseline per dtype the rows compute in: a row's fraction is against GEMMs of its own dtype.
+    baselines = {torch.float32: MatmulBaseline(n_points, net.d_hidden)}
+    for k in rows:
+        dt = ROWS[k].get("autocast")
+        if dt is not None and dt not in baselines:
+            baselines[dt] = MatmulBaseline(n_points, net.d_hidden, dt)
 
     out: dict = {
         "config": name,
@@ -135,10 +141,12 @@ def bench_config(
             "samples_per_step": stepper.samples_per_step(row),
         }
     for _ in range(repeats):
-        baseline.measure()
+        for base in baselines.values():
+            base.measure()
         for k in rows:
             times[k].append(timed(lambda k=k: stepper.step(ROWS[k])))
-    baseline.measure()
+    for base in baselines.values():
+        base.measure()
 
     ref = rows[0]
     for k in rows:
@@ -151,7 +159,11 @@ def bench_config(
                 "rays_per_s": b * r / t,
                 "samples_per_s": rec["samples_per_step"] / t,
                 "gflops_per_s": rec["flops"] / t / 1e9,
-                "matmul_fraction": rec["flops"] / t / 1e9 / baseline.gflops,
+                "matmul_fraction": rec["flops"]
+                / t
+                / 1e9
+                / baselines[ROWS[k].get("autocast", torch.float32)].gflops,
+                "matmul_dtype": str(ROWS[k].get("autocast", torch.float32)).removeprefix("torch."),
                 f"step_ratio_vs_{ref}": median([a / n for a, n in zip(times[k], times[ref])]),
             }
         )
@@ -159,9 +171,12 @@ def bench_config(
             # The first step compiles; the counted FLOPs are eager ones, so its fraction is comparable.
             rec["compile_s"] = rec["first_step_s"] - t
     out["matmul_baseline"] = {
-        "gflops_per_s": baseline.gflops,
-        "all": baseline.samples,
-        "shape": f"({baseline.n}, {baseline.d}) x ({baseline.d}, {baseline.d}): forward, input-grad and weight-grad GEMMs, fp32",
+        str(dt).removeprefix("torch."): {
+            "gflops_per_s": base.gflops,
+            "all": base.samples,
+            "shape": f"({base.n}, {base.d}) x ({base.d}, {base.d}): forward, input-grad and weight-grad GEMMs",
+        }
+        for dt, base in baselines.items()
     }
     if profile:
         out["profile"] = profile_step(stepper, ROWS["fast"])
@@ -268,12 +283,16 @@ def bench_scaling(name: str, rays_totals: list[int], views_list: list[int], repe
     for v in views_list:
         t = run(base_rays // b, v)
         out["views"].append({"source_views": v, "rays_per_batch": base_rays, "step_s": t})
-    r0, r1 = out["rays"][0], out["rays"][-1]
-    # Linear scaling: time(n) = a + c·n. Report the marginal cost per 1k rays and the fixed part.
-    slope = (r1["step_s"] - r0["step_s"]) / (r1["rays_per_batch"] - r0["rays_per_batch"]) * 1000
+    # Linear scaling: time(n) = a + c·n, least squares over the points; the residual says how linear.
+    xs = torch.tensor([e["rays_per_batch"] / 1000 for e in out["rays"]], dtype=torch.float64)
+    ys = torch.tensor([e["step_s"] for e in out["rays"]], dtype=torch.float64)
+    design = torch.stack([torch.ones_like(xs), xs], dim=1)
+    (fixed, slope), *_ = torch.linalg.lstsq(design, ys[:, None]).solution
+    fit = design @ torch.stack([fixed, slope])
     out["rays_fit"] = {
-        "s_per_1k_rays_marginal": slope,
-        "fixed_s": r0["step_s"] - slope * r0["rays_per_batch"] / 1000,
+        "s_per_1k_rays_marginal": float(slope),
+        "fixed_s": float(fixed),
+        "max_relative_residual": float(((ys - fit[:, 0]).abs() / ys).max()),
     }
     v0 = out["views"][0]["step_s"]
     out["views_ratio"] = {str(e["source_views"]): e["step_s"] / v0 for e in out["views"]}

@@ -34,7 +34,8 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     # Fine reuse and the fast field do less work than pixelNeRF's way: fewer samples and FLOPs per step.
     assert toy["rows"]["fast"]["samples_per_step"] < toy["rows"]["naive"]["samples_per_step"]
     assert toy["rows"]["fast"]["flops"] < 0.6 * toy["rows"]["naive"]["flops"]
-    assert toy["matmul_baseline"]["gflops_per_s"] > 0
+    assert toy["matmul_baseline"]["float32"]["gflops_per_s"] > 0
+    assert toy["rows"]["fast_bf16"]["matmul_dtype"] == "bfloat16"  # bf16 rows are compared with bf16 GEMMs
     assert abs(sum(toy["profile"]["fraction"].values()) - 1.0) < 1e-6
     render = result["render"]["toy"]["rows"]
     assert {"naive", "exhaustive", "skip", "skip_box"} <= set(render)

@@ -21,9 +21,11 @@ at the same place) can be applied to the map *once* (:meth:`FeatureNeRFNet.prepa
 4096 cells against 12k–1.5M points per object) and the result sampled with one weighted gather
 (``embedding_bag``, channels-last, no transposes). Likewise the feature head is linear, so rendering
 composites ``relu(hidden)`` per ray and applies the 512→D head once per ray instead of once per sample.
-This removes 3 of the 13 large GEMMs per point and the 512×D head from the per-sample work.
-``fast_field = False`` runs pixelNeRF's per-point way (``grid_sample`` + per-point injection); tests and
-benchmarks compare the two.
+This removes 3 of the 13 large GEMMs per point and the 512×D head from the per-sample work. Along rays,
+the camera-frame inputs of a sample ``o + z d`` are ``o_cam + z d_cam`` from per-ray frames, so no
+per-sample matrix product is needed. ``fast_field = False`` runs pixelNeRF's per-point way
+(``grid_sample`` + per-point injection); tests and benchmarks compare the two. A subclass that overrides
+:meth:`FeatureNeRFNet.query` is rendered through it (the reference way).
 
 Empty-space skipping (render time only, ``skip_empty=True``; training always evaluates every sample).
 Samples outside :attr:`FeatureNeRFNet.scene_bound` (a :class:`~featurenerf.rendering.bounds.Sphere` of
