@@ -10,6 +10,7 @@ Steps (each skipped when its output already exists, so a second run is quick):
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -113,13 +114,20 @@ def gather(run: Path, out: Path) -> None:
         latest[Path(*parts, p.stem.rsplit("_step", 1)[0] + ".png")] = p
     for key, p in latest.items():
         atomic_write_bytes(pictures / key, p.read_bytes())
-    for name in ("results.json", "results.md"):
+    for name in ("results.json", "results.md", "novel_view.json"):
         found = sorted(run.rglob(name), key=lambda q: q.stat().st_mtime)
         if found:
             atomic_write_bytes(out / name, found[-1].read_bytes())
     strip = make_strip(pictures, out / "strip.png")
     if (out / "results.md").exists():
         print((out / "results.md").read_text())
+    if (out / "novel_view.json").exists():
+        nv = json.loads((out / "novel_view.json").read_text())
+        print(
+            f"Held-out novel views ({nv['objects']} objects): PSNR {nv['val/psnr']:.2f} dB vs "
+            f"{nv['val/psnr_copy_input']:.2f} dB for copying the input view; SSIM {nv['val/ssim']:.3f}"
+            + (f"; feature cosine {nv['val/feature_cosine']:.3f}" if "val/feature_cosine" in nv else "")
+        )
     summary = {"run": str(run.resolve()), "strip": str(strip) if strip else None}
     atomic_write_json(out / "run.json", summary)
 

@@ -225,10 +225,42 @@ class FeatureNeRF(L.LightningModule):
         elif self.tasks is not None:
             self.tasks.validation_step(self, batch, batch_idx, dataloader_idx)
 
+    def on_validation_epoch_start(self) -> None:
+        self._novel_view_values: dict[str, list[float]] = {}
+
     def on_validation_epoch_end(self) -> None:
+        self._report_novel_views()
         # The task suite reduces its metrics over ranks, logs them and writes its results table.
         if self.tasks is not None:
             self.tasks.on_validation_epoch_end(self)
+
+    def _report_novel_views(self) -> None:
+        """One readable line per validation (and ``<run>/novel_view.json``): held-out novel-view quality
+        next to the copy-the-input baseline. Rank 0's share of the objects; the logged values are global."""
+        values = getattr(self, "_novel_view_values", {})
+        if (
+            not values
+            or self.trainer is None
+            or self.trainer.sanity_checking
+            or not self.trainer.is_global_zero
+        ):
+            return
+        means = {k: sum(v) / len(v) for k, v in values.items()}
+        means["objects"] = len(values["val/psnr"])
+        means["step"] = self.global_step
+        line = (
+            f"novel views of {means['objects']} held-out objects"
+            + (f" at step {self.global_step}" if self.trainer.state.fn == "fit" else "")
+            + ": "
+            f"PSNR {means['val/psnr']:.2f} dB (copy-the-input baseline {means['val/psnr_copy_input']:.2f} dB), "
+            f"SSIM {means['val/ssim']:.3f}"
+        )
+        if "val/feature_cosine" in means:
+            line += f", feature cosine to the teacher {means['val/feature_cosine']:.3f}"
+        print(line, flush=True)
+        from featurenerf.io import atomic_write_json
+
+        atomic_write_json(Path(self.trainer.default_root_dir) / "novel_view.json", means)
 
     def _novel_view_step(self, batch: dict, batch_idx: int) -> None:
         cond = self.net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
@@ -257,6 +289,9 @@ class FeatureNeRF(L.LightningModule):
             rendered = F.adaptive_avg_pool2d(torch.stack(feats), teacher.shape[-2:])
             log["val/feature_cosine"] = masked_cosine(rendered, teacher)
         self.log_dict(log, batch_size=1, add_dataloader_idx=False, sync_dist=True)
+        if hasattr(self, "_novel_view_values"):
+            for k, v in log.items():
+                self._novel_view_values.setdefault(k, []).append(float(v))
         if (
             batch_idx < self.hparams.val_pictures
             and self.trainer is not None
