@@ -34,7 +34,7 @@ def run_demo(
     views: int = 24,
     size: int = 128,
     extra: list[str] | None = None,
-    task_pairs: int = 50,
+    task_pairs: int = 30,
 ) -> int:
     """Run the whole demo; returns an exit status."""
     t0 = time.time()
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objects", type=int, default=48)
     p.add_argument("--views", type=int, default=24)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--task-pairs", type=int, default=50)
+    p.add_argument("--task-pairs", type=int, default=30)
     args, extra = p.parse_known_args(argv)
     return run_demo(
         args.out,
