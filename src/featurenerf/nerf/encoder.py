@@ -28,7 +28,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample: nn.Module | None = None
         if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -38,7 +40,9 @@ class BasicBlock(nn.Module):
 
 
 def _make_layer(c_in: int, c_out: int, blocks: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(BasicBlock(c_in, c_out, stride), *[BasicBlock(c_out, c_out, 1) for _ in range(blocks - 1)])
+    return nn.Sequential(
+        BasicBlock(c_in, c_out, stride), *[BasicBlock(c_out, c_out, 1) for _ in range(blocks - 1)]
+    )
 
 
 class ResNetEncoder(nn.Module):
@@ -112,5 +116,7 @@ class ResNetEncoder(nn.Module):
                 levels.append(x)
         size = levels[0].shape[-2:]
         # align_corners=True as in pixelNeRF: level corners coincide with the image corners' pixels.
-        ups = [levels[0]] + [F.interpolate(t, size=size, mode="bilinear", align_corners=True) for t in levels[1:]]
+        ups = [levels[0]] + [
+            F.interpolate(t, size=size, mode="bilinear", align_corners=True) for t in levels[1:]
+        ]
         return torch.cat(ups, dim=1)

@@ -12,7 +12,9 @@ class PositionalEncoding(nn.Module):
     With 6 frequencies and factor 1.5 (pixelNeRF), 3 inputs give ``3 + 3*2*6 = 39`` outputs.
     """
 
-    def __init__(self, num_freqs: int = 6, freq_factor: float = 1.5, include_input: bool = True, d_in: int = 3):
+    def __init__(
+        self, num_freqs: int = 6, freq_factor: float = 1.5, include_input: bool = True, d_in: int = 3
+    ):
         super().__init__()
         self.include_input = include_input
         self.register_buffer("freqs", freq_factor * 2.0 ** torch.arange(num_freqs), persistent=False)
