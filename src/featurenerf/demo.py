@@ -110,6 +110,8 @@ def gather(run: Path, out: Path) -> None:
     latest: dict[Path, Path] = {}
     for p in sorted(run.rglob("*.png")):  # sorted by step within a folder: the last one wins
         rel = p.relative_to(run).parent
+        if "wandb" in rel.parts:  # the logger's own copies of the same pictures
+            continue
         parts = [q for q in rel.parts if q not in ("pictures", "tasks")]
         latest[Path(*parts, p.stem.rsplit("_step", 1)[0] + ".png")] = p
     for key, p in latest.items():
