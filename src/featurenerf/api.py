@@ -6,7 +6,6 @@ hyper-parameters are plain types) and the net is rebuilt from them. See ``docs/p
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +42,6 @@ def load(ckpt: str | Path, device: str | torch.device = "cpu", trust: bool = Fal
     path = Path(ckpt)
     raw = _read_checkpoint(path, trust)
     hparams = raw["hyper_parameters"]
-    accepted = inspect.signature(FeatureNeRFNet).parameters
-    kwargs = {k: v for k, v in hparams.items() if k in accepted}
-    kwargs["encoder_weights"] = None  # the checkpoint holds the trained encoder
     # torch.compile wraps the MLP as ``_orig_mod``; the plain net has no such level.
     state = {
         k.removeprefix("net.").replace("._orig_mod.", "."): v
@@ -54,7 +50,7 @@ def load(ckpt: str | Path, device: str | torch.device = "cpu", trust: bool = Fal
     }
     if not state:
         raise CheckpointError(f"{path}: not a featurenerf checkpoint (no net.* weights)")
-    net = FeatureNeRFNet(**kwargs)
+    net = FeatureNeRFNet.from_hparams(hparams, encoder_weights=None)  # the checkpoint holds the encoder
     try:
         net.load_state_dict(state)
     except RuntimeError as err:

@@ -7,7 +7,6 @@ datamodule provides its (cached) maps with each batch, so frozen teacher weights
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -81,29 +80,7 @@ class FeatureNeRF(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = FeatureNeRFNet(
-            feature_dim=feature_dim,
-            encoder_layers=encoder_layers,
-            encoder_weights=encoder_weights,
-            d_hidden=d_hidden,
-            n_blocks=n_blocks,
-            n_inject=n_inject,
-            combine_layer=combine_layer,
-            num_freqs=num_freqs,
-            freq_factor=freq_factor,
-            use_viewdirs=use_viewdirs,
-            n_coarse=n_coarse,
-            n_fine=n_fine,
-            n_fine_depth=n_fine_depth,
-            depth_std=depth_std,
-            near=near,
-            far=far,
-            background=background,
-            reuse_coarse=reuse_coarse,
-            scene_radius=scene_radius,
-            stop_transmittance=stop_transmittance,
-            chunk=chunk,
-        )
+        self.net = FeatureNeRFNet.from_hparams(self.hparams)  # same names, same defaults (tested)
         if compile:
             self.net.mlp = torch.compile(self.net.mlp)
         # Counted in the checkpoint so a resumed run keeps its skip statistics.
@@ -341,7 +318,3 @@ def masked_cosine(rendered: Tensor, teacher: Tensor, eps: float = 1e-6) -> Tenso
     if not mask.any():
         return cos.mean()
     return cos[mask].mean()
-
-
-def psnr_from_mse(mse: float) -> float:
-    return -10 * math.log10(max(mse, 1e-10))

@@ -41,9 +41,11 @@ one flat batch across objects.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -325,6 +327,13 @@ class FeatureNeRFNet(nn.Module):
     @scene_bound.setter
     def scene_bound(self, bound: Sphere | Box | None) -> None:
         self._scene_bound = bound
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any], **overrides: Any) -> FeatureNeRFNet:
+        """Build from a flat mapping (e.g. a checkpoint's or the LightningModule's hyper-parameters),
+        taking the keys this constructor accepts and ignoring the rest."""
+        accepted = inspect.signature(cls).parameters
+        return cls(**{k: v for k, v in {**hparams, **overrides}.items() if k in accepted})
 
     # ------------------------------------------------------------------ encoding
     def encode(self, images: Tensor, poses: Tensor, focal: Tensor, c: Tensor) -> Conditioning:
