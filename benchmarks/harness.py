@@ -6,6 +6,7 @@ repeat of each row per round, and report medians of the per-round times and of t
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import threading
@@ -47,6 +48,27 @@ def build_module(model_kwargs: dict, **overrides):
     module = FeatureNeRF(**{**model_kwargs, **overrides})
     module.train()
     return module
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` is ``cuda`` when a CUDA device is present, else ``cpu``; ``cuda`` without one is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda asked for, but torch.cuda.is_available() is False")
+    return name
+
+
+def to_device(obj, device: torch.device | str):
+    """``obj`` with every tensor in it (nested dicts, lists, tuples) moved to ``device``; other values as
+    they are. Tensors already there are returned as they are (no copy)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
 
 
 # ---------------------------------------------------------------------- synthetic data
@@ -133,6 +155,11 @@ class PeakRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
+        # Freed memory is kept for reuse (featurenerf.cpu_allocator), so the process would otherwise sit
+        # at the previous rows' high-water mark: hand free pages back first, then measure this block.
+        from featurenerf.cpu_allocator import release_free_memory
+
+        release_free_memory()
         self.start = self.peak = rss_bytes()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -146,6 +173,12 @@ class PeakRSS:
 
 def cuda_peak_bytes() -> int | None:
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
+def reset_cuda_peak() -> None:
+    """Start a new CUDA high-water mark (what :func:`cuda_peak_bytes` reports next); no-op without CUDA."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
 
 
 # ---------------------------------------------------------------------- FLOPs
@@ -168,7 +201,9 @@ def count_flops(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
-    counter = FlopCounterMode(display=False, custom_mapping={aten.mm: _mm_flops, aten.addmm: _mm_flops})
+    counter = FlopCounterMode(
+        display=False, custom_mapping={aten.mm: _mm_flops, aten.addmm: _mm_flops, aten.addmm_: _mm_flops}
+    )
     with counter:
         fn()
     per_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
@@ -182,29 +217,65 @@ class MatmulBaseline:
     One measurement runs the three GEMMs a linear layer does per training step on ``n`` points of width
     ``d``: forward ``(n, d) @ (d, d)``, input gradient ``(n, d) @ (d, d)^T`` and weight gradient
     ``(d, n) @ (n, d)``, into preallocated outputs (no allocation in the timed region).
+
+    On a GPU the tensors are made on ``device`` for each measurement and freed after it (so the training
+    rows' CUDA memory peaks do not include them), and one measurement repeats the three GEMMs ``inner``
+    times (calibrated to about ``GPU_MEASURE_S``), so launch and synchronisation latency do not dominate.
     """
 
-    def __init__(self, n: int, d: int, dtype: torch.dtype = torch.float32) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.n, self.d = n, d
-        self.x = torch.randn(n, d, generator=g).to(dtype)
-        self.w = torch.randn(d, d, generator=g).to(dtype)
-        self.out = torch.empty(n, d, dtype=dtype)
-        self.wout = torch.empty(d, d, dtype=dtype)
+    GPU_MEASURE_S = 0.005
+
+    def __init__(
+        self, n: int, d: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> None:
+        self.n, self.d, self.dtype = n, d, dtype
+        self.device = torch.device(device)
+        self.transient = self.device.type == "cuda"
+        self.x = self.w = self.out = self.wout = None
+        if not self.transient:
+            g = torch.Generator().manual_seed(0)
+            self.x = torch.randn(n, d, generator=g).to(dtype)
+            self.w = torch.randn(d, d, generator=g).to(dtype)
+            self.out = torch.empty(n, d, dtype=dtype)
+            self.wout = torch.empty(d, d, dtype=dtype)
+        self.inner = 1
         self.samples: list[float] = []
-        self.measure()  # warm-up (first-touch of the outputs, MKL initialisation)
+        self.measure()  # warm-up (first-touch of the outputs, MKL / cuBLAS initialisation)
+        if self.transient:
+            self._alloc()
+            t = timed(self._gemms)
+            self._free()
+            self.inner = max(1, min(1000, math.ceil(self.GPU_MEASURE_S / max(t, 1e-7))))
+            self.measure()
         self.samples.clear()
+
+    def _alloc(self) -> None:
+        g = torch.Generator(device=self.device).manual_seed(0)
+        kw = {"device": self.device, "dtype": self.dtype}
+        self.x = torch.randn(self.n, self.d, generator=g, **kw)
+        self.w = torch.randn(self.d, self.d, generator=g, **kw)
+        self.out = torch.empty(self.n, self.d, **kw)
+        self.wout = torch.empty(self.d, self.d, **kw)
+
+    def _free(self) -> None:
+        self.x = self.w = self.out = self.wout = None
+
+    def _gemms(self) -> None:
+        torch.mm(self.x, self.w, out=self.out)
+        torch.mm(self.x, self.w.t(), out=self.out)
+        torch.mm(self.x.t(), self.x, out=self.wout)
 
     def measure(self) -> float:
         """One measurement (GFLOP/s); also remembered for :attr:`gflops`."""
-        flops = 3 * 2 * self.n * self.d * self.d
-        t = timed(
-            lambda: (
-                torch.mm(self.x, self.w, out=self.out),
-                torch.mm(self.x, self.w.t(), out=self.out),
-                torch.mm(self.x.t(), self.x, out=self.wout),
-            )
-        )
+        if self.transient:
+            self._alloc()
+        flops = 3 * 2 * self.n * self.d * self.d * self.inner
+        if self.inner == 1:
+            t = timed(self._gemms)
+        else:
+            t = timed(lambda: [self._gemms() for _ in range(self.inner)])
+        if self.transient:
+            self._free()
         rate = flops / t / 1e9
         self.samples.append(rate)
         return rate
@@ -238,6 +309,12 @@ def environment() -> dict:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cuda_version": torch.version.cuda,
+        "gpu_memory_bytes": torch.cuda.get_device_properties(0).total_memory
+        if torch.cuda.is_available()
+        else None,
+        # fp32 GEMMs on a GPU run in full fp32 at "highest" (the default), on TF32 tensor cores otherwise.
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "load_average_at_start": load,
         # bf16 matrix units (AMX) or instructions: bf16-mixed speeds up CPU steps only where present.
         "bf16_hardware": sorted(flags & {"amx_bf16", "avx512_bf16"}),

@@ -23,7 +23,7 @@ def summary(r: dict) -> dict:
     """The figures the issue asks for, with their targets."""
     s: dict = {"targets": TARGETS, "train_step": {}, "render": {}}
     for cfg, t in r.get("train_step", {}).items():
-        rows = t["rows"]
+        rows = {k: v for k, v in t["rows"].items() if "error" not in v}  # a failed compile row has no times
         entry = {
             "matmul_fraction": {k: v["matmul_fraction"] for k, v in rows.items()},
             "step_ratio_vs_naive": {k: v["step_ratio_vs_naive"] for k, v in rows.items()},
@@ -35,6 +35,9 @@ def summary(r: dict) -> dict:
             entry["compile_step_vs_eager"] = rows["fast_compile"]["step_s"] / rows["fast"]["step_s"]
             entry["compile_s"] = rows["fast_compile"].get("compile_s")
         s["train_step"][cfg] = entry
+    gpu = gpu_summary(r)
+    if gpu:
+        s["gpu"] = gpu
     for cfg, t in r.get("render", {}).items():
         s["render"][cfg] = {
             k: {"ratio_vs_naive": v["ratio_vs_naive"], "render_s_full_image": v["render_s_full_image"]}
@@ -56,6 +59,64 @@ def summary(r: dict) -> dict:
     if "scaling" in r:
         s["scaling"] = {"rays_fit": r["scaling"]["rays_fit"], "views_ratio": r["scaling"]["views_ratio"]}
     return s
+
+
+def gpu_summary(r: dict) -> dict | None:
+    """fp32 vs bf16 autocast training steps of the configs measured on a CUDA device (None if none)."""
+    cfgs = {k: t for k, t in r.get("train_step", {}).items() if t.get("device") == "cuda"}
+    if not cfgs:
+        return None
+    order = {"srn_cars": 0, "srn_cars_x4rays": 1}  # the paper's sizes first
+    cfgs = dict(sorted(cfgs.items(), key=lambda kv: order.get(kv[0], 2)))
+    env = r.get("environment", {})
+    out: dict = {
+        "device": next(
+            (t.get("device_name") for t in cfgs.values() if t.get("device_name")), env.get("cuda")
+        ),
+        "cuda_version": env.get("cuda_version"),
+        "float32_matmul_precision": env.get("float32_matmul_precision"),
+        "configs": {},
+    }
+    for cfg, t in cfgs.items():
+        rows = t["rows"]
+        fp32, bf16 = rows.get("fast", {}), rows.get("fast_bf16", {})
+        entry: dict = {
+            "rays_per_step": t["sizes"]["objects"] * t["sizes"]["rays_per_object"],
+            "fp32_step_s": fp32.get("step_s"),
+            "bf16_step_s": bf16.get("step_s"),
+            "fp32_steps_per_s": fp32.get("steps_per_s"),
+            "bf16_steps_per_s": bf16.get("steps_per_s"),
+            "matmul_fraction": {
+                "float32": fp32.get("matmul_fraction"),
+                "bfloat16": bf16.get("matmul_fraction"),
+            },
+            "matmul_baseline_gflops_per_s": {
+                dt: v["gflops_per_s"] for dt, v in t.get("matmul_baseline", {}).items()
+            },
+            "cuda_peak_mb": {
+                k: None if v.get("cuda_peak_bytes") is None else v["cuda_peak_bytes"] / 2**20
+                for k, v in rows.items()
+                if "error" not in v
+            },
+            "cuda_peak_mb_timed": {
+                k: None if v.get("cuda_peak_bytes_timed") is None else v["cuda_peak_bytes_timed"] / 2**20
+                for k, v in rows.items()
+                if "error" not in v
+            },
+        }
+        if entry["fp32_step_s"] and entry["bf16_step_s"]:
+            entry["bf16_vs_fp32"] = entry["bf16_step_s"] / entry["fp32_step_s"]
+        if "naive" in rows and "step_s" in rows["naive"]:
+            entry["naive_step_s"] = rows["naive"]["step_s"]
+        comp = rows.get("fast_compile")
+        if comp:
+            entry["compile"] = (
+                {"error": comp["error"]}
+                if "error" in comp
+                else {"step_s": comp["step_s"], "compile_s": comp.get("compile_s")}
+            )
+        out["configs"][cfg] = entry
+    return out
 
 
 def _f(x, digits: int = 2) -> str:
@@ -82,44 +143,87 @@ def markdown(r: dict) -> str:
         f"FLOPs: {r.get('flops_method')}. Timing: {r.get('timing_method')}.",
         "",
     ]
+    if r.get("device") == "cuda":
+        lines[2:2] = [
+            f"GPU: {env.get('cuda')} · CUDA {env.get('cuda_version')} · fp32 matmul precision "
+            f"{env.get('float32_matmul_precision')} · train section on cuda",
+            "",
+        ]
+    if r.get("partial"):
+        lines += [f"**Partial result** ({r['partial']}); the run has not finished.", ""]
     if r.get("warning"):
         lines += [f"**Warning:** {r['warning']}.", ""]
     lines += headlines(r)
+    lines += gpu_block(r)
     for cfg, t in r.get("train_step", {}).items():
         sz = t["sizes"]
-        bases = "; ".join(f"{dt} {v['gflops_per_s']:.1f} GFLOP/s" for dt, v in t["matmul_baseline"].items())
+        on_cuda = t.get("device") == "cuda"
+        unit, scale = ("TFLOP/s", 1e3) if on_cuda else ("GFLOP/s", 1)
+        bases = "; ".join(
+            f"{dt} {v['gflops_per_s'] / scale:.1f} {unit}" for dt, v in t["matmul_baseline"].items()
+        )
         shape = next(iter(t["matmul_baseline"].values()))["shape"]
+        where = f" on {t.get('device_name') or 'cuda'}" if on_cuda else ""
         lines += [
-            f"## Training step — {cfg} ({sz['objects']}×{sz['rays_per_object']} rays, {sz['image_size']} px, "
+            f"## Training step — {cfg}{where} ({sz['objects']}×{sz['rays_per_object']} rays, {sz['image_size']} px, "
             f"{sz['source_views']} source view, samples {sz['samples']}, d_hidden {sz['d_hidden']}, D {sz['feature_dim']})",
             "",
             f"Same-process matmul baseline: {bases} ({shape}); each row's fraction is against its own dtype.",
             "",
-            "| row | step s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction | peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|",
         ]
+        if on_cuda:
+            lines += [
+                "| row | step s | steps/s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction "
+                "| CUDA peak MB (first / timed steps) | peak RSS MB |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+        else:
+            lines += [
+                "| row | step s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction | peak RSS MB |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
         for k, v in t["rows"].items():
-            lines.append(
-                f"| {k} | {_f(v['step_s'])} | {_f(v['step_ratio_vs_naive'])} | {_f(v['rays_per_s'], 0)} | "
-                f"{_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | {_f(v['gflops_per_s'], 1)} | "
-                f"{_f(v['matmul_fraction'])} | {_mb(v['peak_rss_bytes'])} |"
-            )
+            if "error" in v:
+                msg = v["error"][:200].replace("|", "/").replace("\n", " ")
+                lines.append(f"| {k} | failed: {msg} |" + " |" * (9 if on_cuda else 7))
+            elif on_cuda:
+                lines.append(
+                    f"| {k} | {_f(v['step_s'], 4)} | {_f(v['steps_per_s'], 1)} | {_f(v['step_ratio_vs_naive'])} | "
+                    f"{_f(v['rays_per_s'], 0)} | {_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | "
+                    f"{_f(v['gflops_per_s'], 1)} | {_f(v['matmul_fraction'])} | "
+                    f"{_mb(v.get('cuda_peak_bytes'))} / {_mb(v.get('cuda_peak_bytes_timed'))} | "
+                    f"{_mb(v['peak_rss_bytes'])} |"
+                )
+            else:
+                lines.append(
+                    f"| {k} | {_f(v['step_s'])} | {_f(v['step_ratio_vs_naive'])} | {_f(v['rays_per_s'], 0)} | "
+                    f"{_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | {_f(v['gflops_per_s'], 1)} | "
+                    f"{_f(v['matmul_fraction'])} | {_mb(v['peak_rss_bytes'])} |"
+                )
         comp = t["rows"].get("fast_compile")
-        if comp:
+        if comp and "error" in comp:
+            lines += ["", f"`fast_compile` failed after {_f(comp.get('first_step_s'), 1)} s: {comp['error']}"]
+        elif comp:
             lines += ["", f"`fast_compile`: first step (compilation) {_f(comp.get('first_step_s'), 1)} s."]
         prof = t.get("profile")
-        if prof:
-            lines += [
-                "",
-                f"Where the `fast` step's CPU time goes (torch.profiler, {_f(prof['cpu_s_total'], 1)} s CPU):",
-                "",
-            ]
+        if prof and "error" in prof:
+            lines += ["", f"Profile of the `fast` step failed: {prof['error']}"]
+        elif prof:
+            if prof.get("measure") == "gpu":
+                head = (
+                    f"Where the `fast` step's GPU time goes (torch.profiler kernel time by launching op, "
+                    f"{_f(prof['device_s_total'] * 1e3, 1)} ms GPU; host {_f(prof['cpu_s_total'] * 1e3, 1)} ms CPU):"
+                )
+            else:
+                head = f"Where the `fast` step's CPU time goes (torch.profiler, {_f(prof['cpu_s_total'], 1)} s CPU):"
+            lines += ["", head, ""]
             lines += ["| category | share |", "|---|---|"]
             lines += [f"| {k} | {v * 100:.0f} % |" for k, v in prof["fraction"].items()]
         lines.append("")
     for cfg, t in r.get("render", {}).items():
+        on_cpu = " — on the CPU (no GPU path)" if r.get("render_device") == "cpu" else ""
         lines += [
-            f"## Full-image render — {cfg}, {t['image_size']}² ({t['weights']})",
+            f"## Full-image render — {cfg}, {t['image_size']}² ({t['weights']}){on_cpu}",
             "",
             f"Rendered at {t['rendered_at']}²"
             + (f"; {t['extrapolation']}." if t.get("extrapolation") else "."),
@@ -192,9 +296,53 @@ def markdown(r: dict) -> str:
             for e in sc["views"]
         ]
         lines.append("")
+    if r.get("skipped"):
+        lines += ["## Skipped sections", ""] + [f"- {k}: {v}" for k, v in r["skipped"].items()] + [""]
     if r.get("errors"):
         lines += ["## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
     return "\n".join(lines)
+
+
+def gpu_block(r: dict) -> list[str]:
+    """fp32 vs bf16 autocast on the GPU, one line per config (nothing without CUDA rows)."""
+    g = (r.get("summary") or {}).get("gpu") or gpu_summary(r)
+    if not g:
+        return []
+    out = [
+        f"## GPU — {g['device']} (CUDA {g.get('cuda_version')}, fp32 matmul precision "
+        f"{g.get('float32_matmul_precision')})",
+        "",
+        '`fast` row in fp32 vs under `torch.autocast("cuda", torch.bfloat16)` (Lightning\'s bf16-mixed); matmul '
+        "fraction = step FLOP/s ÷ same-process GEMM FLOP/s in the row's dtype; CUDA peak = "
+        "`torch.cuda.max_memory_allocated` over the row's timed steps (reset before each; parameters, Adam "
+        "state and batch included).",
+        "",
+        "| config | rays/step | fp32 step s | bf16 step s | bf16 ÷ fp32 | fp32 steps/s | bf16 steps/s "
+        "| matmul fraction fp32 / bf16 | GEMM TFLOP/s fp32 / bf16 | CUDA peak MB fp32 / bf16 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cfg, e in g["configs"].items():
+        frac, base = e["matmul_fraction"], e["matmul_baseline_gflops_per_s"]
+        peak = e["cuda_peak_mb_timed"]
+        tflops = [None if base.get(dt) is None else base[dt] / 1e3 for dt in ("float32", "bfloat16")]
+        out.append(
+            f"| {cfg} | {e['rays_per_step']} | {_f(e['fp32_step_s'], 4)} | {_f(e['bf16_step_s'], 4)} | "
+            f"{_f(e.get('bf16_vs_fp32'))} | {_f(e['fp32_steps_per_s'], 1)} | {_f(e['bf16_steps_per_s'], 1)} | "
+            f"{_f(frac['float32'])} / {_f(frac['bfloat16'])} | {_f(tflops[0], 1)} / {_f(tflops[1], 1)} | "
+            f"{_f(peak.get('fast'), 0)} / {_f(peak.get('fast_bf16'), 0)} |"
+        )
+    notes = []
+    for cfg, e in g["configs"].items():
+        comp = e.get("compile")
+        if comp and "error" in comp:
+            notes.append(f"- {cfg}: `fast_compile` failed: {comp['error'][:300]}".replace("\n", " "))
+        elif comp:
+            notes.append(
+                f"- {cfg}: `fast_compile` step {_f(comp['step_s'], 4)} s "
+                f"(× eager fp32 {_f(comp['step_s'] / e['fp32_step_s'] if e['fp32_step_s'] else None)}), "
+                f"compilation {_f(comp.get('compile_s'), 0)} s"
+            )
+    return out + ([""] + notes if notes else []) + [""]
 
 
 def headlines(r: dict) -> list[str]:
@@ -205,9 +353,10 @@ def headlines(r: dict) -> list[str]:
     if cfg:
         t = s["train_step"][cfg]
         frac = t["matmul_fraction"]
+        on_cuda = r.get("train_step", {}).get(cfg, {}).get("device") == "cuda"
         rows.append(
             (
-                f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast, fp32)",
+                f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast, fp32{', GPU' if on_cuda else ''})",
                 _f(frac.get("fast")),
                 TARGETS["matmul_fraction"],
             )
@@ -225,7 +374,9 @@ def headlines(r: dict) -> list[str]:
             rows.append((f"… fine reuse alone ({cfg})", _f(ratio["reuse"]), ""))
         if "bf16_step_vs_fp32" in t:
             hw = (
-                "this CPU has bf16 units"
+                f"GPU: {r.get('environment', {}).get('cuda')}"
+                if on_cuda
+                else "this CPU has bf16 units"
                 if r.get("environment", {}).get("bf16_hardware")
                 else "no bf16 units"
             )

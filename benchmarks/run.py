@@ -9,6 +9,15 @@ render time, untrained weights), ``psnr`` (render time and PSNR cost of skipping
 trained toy checkpoint: ``--toy-ckpt``/``--toy-data``, else the latest ``make demo`` run), ``cache``
 (teacher cache vs on-the-fly epoch time), ``scaling`` (step time vs rays per batch and source views).
 Every ratio compares rows measured in the same process, interleaved; times are medians over repeats.
+
+``--device cuda`` (what ``auto`` picks when ``torch.cuda.is_available()``) runs the ``train`` section on the
+GPU: srn_cars (naive, fast, fast_bf16, fast_compile), srn_cars with 4x the rays per object (a batch that
+keeps the GPU busy) and toy, each with 10 repeats, fp32 vs ``torch.autocast("cuda", torch.bfloat16)``,
+matmul fractions against same-dtype GEMMs on the GPU, and CUDA peak memory per row. The other sections
+have no GPU path: ``render`` still runs on the CPU; ``psnr``, ``cache`` and ``scaling`` are skipped (the
+reason is recorded) unless named with ``--sections``.
+
+    python benchmarks/run.py --device cuda --sections train --out /tmp/bench   # GPU rows only
 """
 
 from __future__ import annotations
@@ -45,7 +54,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--toy-ckpt", default=None, help="trained toy checkpoint for the psnr section")
     p.add_argument("--toy-data", default=None, help="its data root (default: from the run's config.yaml)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the train section runs (default auto: cuda when torch.cuda.is_available())",
+    )
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch.cuda.is_available() is False")
+    return args
 
 
 def find_toy_run(ckpt: str | None, data: str | None) -> tuple[str, str] | None:
@@ -74,16 +92,33 @@ def find_toy_run(ckpt: str | None, data: str | None) -> tuple[str, str] | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    from featurenerf.cpu_allocator import keep_freed_memory
+
+    # As training does on CPU (FeatureNeRF.setup): freed activations are reused, not faulted in anew.
+    kept = keep_freed_memory()
     # A cold compiler cache, so the compile row reports the real compilation time.
     compile_cache = tempfile.TemporaryDirectory(prefix="featurenerf-bench-inductor-")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = compile_cache.name
     import harness
     import report
 
+    device = harness.resolve_device(args.device)
     out_dir = Path(args.out)
     sections = args.sections or (("train", "render") if args.quick else SECTIONS)
+    skipped: dict[str, str] = {}
+    if device == "cuda" and not args.sections:
+        # No GPU path in these: on a GPU machine `make bench` reports the GPU rows and the CPU render rows.
+        for name, why in (
+            ("psnr", "CPU-only section (trained-checkpoint render); run with --device cpu"),
+            ("cache", "CPU-only section (data loading); run with --device cpu"),
+            ("scaling", "CPU-only section; run with --device cpu"),
+        ):
+            if name in sections:
+                skipped[name] = why
+        sections = tuple(s for s in sections if s not in skipped)
     result: dict = {
-        "environment": harness.environment(),
+        "environment": {**harness.environment(), "cpu_keep_freed_memory": kept},
+        "device": device,
         "mode": "quick" if args.quick else "full",
         "flops_method": "torch.utils.flop_counter.FlopCounterMode on one full training step (forward, "
         "backward, Adam): matmul/conv/bmm FLOPs; sparse products count 2*nnz*width; elementwise not counted",
@@ -111,8 +146,43 @@ def main(argv: list[str] | None = None) -> int:
             result["errors"][name] = f"{type(err).__name__}: {err}"
             traceback.print_exc()
         print(f"[bench] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        try:  # what is done so far, in case the run is cut short; the final write replaces it
+            write(out_dir, {**result, "partial": f"written after section {name!r}"})
+        except Exception:
+            traceback.print_exc()
 
-    if "train" in sections:
+    if skipped:
+        result["skipped"] = skipped
+
+    if "train" in sections and device == "cuda":
+        import train_step
+
+        rows = ["naive", "fast", "fast_bf16"]
+        if args.quick:
+            sizes = {"rays_per_object": 32, "batch_size": 2, "image_size": 32}
+            model = {"d_hidden": 64, "n_coarse": 16, "n_fine": 4, "n_fine_depth": 4, "encoder_layers": 2}
+            plan = [("toy", "toy", rows, args.repeats or 1, True, sizes, model)]
+        else:
+            reps = args.repeats or 10  # a GPU step takes milliseconds
+            rays = harness.load_config("srn_cars")["data"]["rays_per_object"]
+            compile_row = [] if args.no_compile else ["fast_compile"]
+            # Cheap configs first, the compile row last: a run cut short (gpu_check.sh's timeout) keeps the
+            # sections it finished, since the result is written after each one.
+            plan = [
+                ("toy", "toy", rows, reps, True, None, None),
+                # The paper's 4 x 128 rays can leave a big GPU latency-bound; 4x the rays shows throughput.
+                ("srn_cars_x4rays", "srn_cars", rows, reps, False, {"rays_per_object": 4 * rays}, None),
+                ("srn_cars", "srn_cars", rows + compile_row, reps, True, None, None),
+            ]
+
+        def train_cuda(key, name, cfg_rows, repeats, profile, sizes, model) -> None:
+            result["train_step"][key] = train_step.bench_config(
+                name, cfg_rows, repeats, profile, sizes, model, device="cuda"
+            )
+
+        for entry in plan:
+            section(f"train {entry[0]} (cuda)", lambda entry=entry: train_cuda(*entry))
+    elif "train" in sections:
         import train_step
 
         if args.quick:
@@ -151,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if "render" in sections:
         import render_bench
+
+        if device == "cuda":
+            result["render_device"] = "cpu"  # render_bench has no GPU path
 
         if args.quick:
             section(

@@ -10,14 +10,19 @@ Rows (same module, same batch, timed interleaved in one process):
   (160 evaluations per ray), per-point ``grid_sample`` + injection layers, per-sample feature head.
 * ``reuse`` — exact fine-pass reuse only (96 evaluations per ray), otherwise as ``naive``.
 * ``fast`` — the default: reuse + the fast field (maps projected once, one gather, head per ray).
-* ``fast_bf16`` — ``fast`` under ``torch.autocast("cpu", torch.bfloat16)`` (what ``bf16-mixed`` does).
+* ``fast_bf16`` — ``fast`` under ``torch.autocast(device, torch.bfloat16)`` (what ``bf16-mixed`` does).
 * ``fast_compile`` — ``fast`` with ``model.compile: true`` (first-step compile time reported separately).
+
+``device="cuda"`` runs the same steps on the GPU: module, optimizer state and batch on the device, autocast
+on ``cuda``, the matmul baseline on the device, and per row the CUDA memory high-water mark of its warm-up
+step and of its timed steps. A compile row that fails is recorded as ``{"error": ...}`` and left out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 
 import torch
 from harness import (
@@ -28,8 +33,10 @@ from harness import (
     cuda_peak_bytes,
     load_config,
     median,
+    reset_cuda_peak,
     synthetic_batch,
     timed,
+    to_device,
 )
 
 ROWS = {
@@ -42,13 +49,25 @@ ROWS = {
 
 
 class Stepper:
-    """One module + optimizer + batch; ``step(row)`` runs one training step the way ``row`` says."""
+    """One module + optimizer + batch on ``device``; ``step(row)`` runs one training step the way ``row``
+    says. The batch is made on the CPU (same numbers on every device) and moved."""
 
-    def __init__(self, model_kwargs: dict, b: int, views: int, size: int, rays: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model_kwargs: dict,
+        b: int,
+        views: int,
+        size: int,
+        rays: int,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.model_kwargs = model_kwargs
-        self.module = build_module(model_kwargs)
+        self.device = torch.device(device)
+        self.module = build_module(model_kwargs).to(self.device)  # before the optimizer sees the params
         self.optimizer = self._optimizer(self.module)
-        self.batch, self.rays = synthetic_batch(b, views, size, rays, model_kwargs["feature_dim"], seed)
+        batch, rays_batch = synthetic_batch(b, views, size, rays, model_kwargs["feature_dim"], seed)
+        self.batch, self.rays = to_device(batch, self.device), to_device(rays_batch, self.device)
         self.compiled = None  # (module, optimizer), built on first use of a compile row
         self.b, self.r = b, rays
 
@@ -62,7 +81,7 @@ class Stepper:
     def _target(self, row: dict):
         if row.get("compile"):
             if self.compiled is None:
-                module = build_module(self.model_kwargs, compile=True)
+                module = build_module(self.model_kwargs, compile=True).to(self.device)
                 self.compiled = (module, self._optimizer(module))
             return self.compiled
         return self.module, self.optimizer
@@ -72,7 +91,7 @@ class Stepper:
         module.net.fast_field = row["fast_field"]
         module.net.reuse_coarse = row["reuse_coarse"]
         dtype = row.get("autocast")
-        ctx = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         opt.zero_grad(set_to_none=True)
         with ctx:  # bf16-mixed: autocast around the forward only, as Lightning does
             loss = module.compute_losses(self.batch, self.rays)["loss"]
@@ -94,25 +113,28 @@ def bench_config(
     profile: bool,
     size_override: dict | None = None,
     model_override: dict | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Interleaved timing of ``rows`` at config ``name``; first call of each row counts FLOPs.
-    The overrides shrink the data and model sections (``--quick`` only)."""
+    """Interleaved timing of ``rows`` at config ``name`` on ``device``; first call of each row counts FLOPs.
+    The overrides change the data and model sections (``--quick`` shrinks them; on a GPU a bigger batch)."""
     cfg = load_config(name)
     data = {**cfg["data"], **(size_override or {})}
     b, r, size, views = data["batch_size"], data["rays_per_object"], data["image_size"], data["num_src_views"]
-    stepper = Stepper({**cfg["model"], **(model_override or {})}, b, views, size, r)
+    stepper = Stepper({**cfg["model"], **(model_override or {})}, b, views, size, r, device=device)
+    on_cuda = stepper.device.type == "cuda"
     net = stepper.module.net
     n_points = b * r * net.n_coarse
     # One baseline per dtype the rows compute in: a row's fraction is against GEMMs of its own dtype.
-    baselines = {torch.float32: MatmulBaseline(n_points, net.d_hidden)}
+    baselines = {torch.float32: MatmulBaseline(n_points, net.d_hidden, device=stepper.device)}
     for k in rows:
         dt = ROWS[k].get("autocast")
         if dt is not None and dt not in baselines:
-            baselines[dt] = MatmulBaseline(n_points, net.d_hidden, dt)
+            baselines[dt] = MatmulBaseline(n_points, net.d_hidden, dt, device=stepper.device)
 
     out: dict = {
         "config": name,
         "overrides": {**(size_override or {}), **(model_override or {})} or None,
+        "device": stepper.device.type,
         "sizes": {
             "objects": b,
             "rays_per_object": r,
@@ -124,39 +146,76 @@ def bench_config(
         },
         "rows": {},
     }
-    times: dict[str, list[float]] = {k: [] for k in rows}
+    if on_cuda:
+        out["device_name"] = torch.cuda.get_device_name(stepper.device)
+    failed: dict[str, str] = {}
+
+    def guarded(k: str, fn):
+        """Runs ``fn``; a compile row's exception is recorded (the row is dropped), others propagate."""
+        if not ROWS[k].get("compile"):
+            return fn()
+        try:
+            return fn()
+        except Exception as err:  # e.g. no working inductor/triton toolchain on this machine
+            failed[k] = f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+            return None
+
     for k in rows:  # warm-up step per row, under the FLOP counter, with the memory high-water mark
         row = ROWS[k]
+        reset_cuda_peak()
         with PeakRSS() as mem:
             t0 = time.perf_counter()
             if row.get("compile"):
                 # Compiles. (Dynamo does not compile under FlopCounterMode's dispatch mode, and the counter
                 # cannot see inside compiled graphs: the FLOPs are the eager ``fast`` row's, same math.)
-                stepper.step(row)
+                guarded(k, lambda row=row: stepper.step(row))
                 flops, per_op = None, {}
             else:
                 flops, per_op = count_flops(lambda row=row: stepper.step(row))
             first = time.perf_counter() - t0
+        if k in failed:
+            out["rows"][k] = {"error": failed[k], "first_step_s": first}
+            continue
         out["rows"][k] = {
             "flops": flops,
             "flops_per_op": per_op,
             "first_step_s": first,
             "peak_rss_bytes": mem.peak,
             "rss_increase_bytes": mem.peak - mem.start,
-            "cuda_peak_bytes": cuda_peak_bytes(),
+            "cuda_peak_bytes": cuda_peak_bytes() if on_cuda else None,
             "samples_per_step": stepper.samples_per_step(row),
         }
+    rows = [k for k in rows if k not in failed]
     for k in rows:
         if out["rows"][k]["flops"] is None:
             out["rows"][k]["flops"] = out["rows"]["fast"]["flops"]
             out["rows"][k]["flops_from"] = "fast"
+    if on_cuda:  # one more untimed step per row: cuBLAS heuristics, caching allocator at its working set
+        for k in rows:
+            guarded(k, lambda k=k: stepper.step(ROWS[k]))
+        rows = [k for k in rows if k not in failed]
+    times: dict[str, list[float]] = {k: [] for k in rows}
+    timed_peak: dict[str, int | None] = dict.fromkeys(rows)
     for _ in range(repeats):
         for base in baselines.values():
             base.measure()
         for k in rows:
-            times[k].append(timed(lambda k=k: stepper.step(ROWS[k])))
+            if k in failed:
+                continue
+            reset_cuda_peak()
+            t = guarded(k, lambda k=k: timed(lambda: stepper.step(ROWS[k])))
+            if t is None:
+                continue
+            times[k].append(t)
+            if on_cuda:
+                timed_peak[k] = max(timed_peak[k] or 0, cuda_peak_bytes())
     for base in baselines.values():
         base.measure()
+    for k, err in failed.items():
+        if "flops" in out["rows"][k]:  # failed while timed: drop the partial numbers
+            out["rows"][k] = {"error": err, "first_step_s": out["rows"][k]["first_step_s"]}
+    rows = [k for k in rows if k not in failed]
 
     ref = rows[0]
     for k in rows:
@@ -166,6 +225,7 @@ def bench_config(
             {
                 "step_s": t,
                 "step_s_all": times[k],
+                "steps_per_s": 1 / t,
                 "rays_per_s": b * r / t,
                 "samples_per_s": rec["samples_per_step"] / t,
                 "gflops_per_s": rec["flops"] / t / 1e9,
@@ -177,6 +237,8 @@ def bench_config(
                 f"step_ratio_vs_{ref}": median([a / n for a, n in zip(times[k], times[ref])]),
             }
         )
+        if on_cuda:
+            rec["cuda_peak_bytes_timed"] = timed_peak[k]
         if ROWS[k].get("compile"):
             # The first step compiles; the counted FLOPs are eager ones, so its fraction is comparable.
             rec["compile_s"] = rec["first_step_s"] - t
@@ -189,7 +251,11 @@ def bench_config(
         for dt, base in baselines.items()
     }
     if profile:
-        out["profile"] = profile_step(stepper, ROWS["fast"])
+        try:
+            out["profile"] = profile_step(stepper, ROWS["fast"])
+        except Exception as err:  # the profiler (CUPTI on a GPU) must not lose the timings
+            out["profile"] = {"error": f"{type(err).__name__}: {err}"}
+            traceback.print_exc()
     return out
 
 
@@ -247,20 +313,36 @@ def _category(evt) -> str:
 
 
 def profile_step(stepper: Stepper, row: dict) -> dict:
-    """Self CPU time of one step by category (torch.profiler; op names and parents decide the category)."""
+    """Self CPU time of one step by category (torch.profiler; op names and parents decide the category).
+
+    On a GPU, ``fraction`` and ``seconds`` are GPU kernel time instead, each kernel attributed to the op
+    that launched it (its self device time); the host side's self CPU time is ``host_fraction``."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    on_cuda = stepper.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
         wall = timed(lambda: stepper.step(row))
     by_cat = dict.fromkeys(CATEGORIES, 0.0)
+    dev_cat = dict.fromkeys(CATEGORIES, 0.0)
     by_op: dict[str, float] = {}
+    dev_op: dict[str, float] = {}
     for evt in prof.events():
+        if on_cuda and evt.device_type != torch.autograd.DeviceType.CPU:
+            continue  # a kernel's own record: its time is counted on the op that launched it
+        cat = _category(evt)
         self_s = evt.self_cpu_time_total / 1e6
-        by_cat[_category(evt)] += self_s
+        by_cat[cat] += self_s
         by_op[evt.name] = by_op.get(evt.name, 0.0) + self_s
+        if on_cuda:
+            dev_s = getattr(evt, "self_device_time_total", None)
+            if dev_s is None:  # torch < 2.4
+                dev_s = evt.self_cuda_time_total
+            dev_cat[cat] += dev_s / 1e6
+            dev_op[evt.name] = dev_op.get(evt.name, 0.0) + dev_s / 1e6
     total = sum(by_cat.values())
     top = sorted(by_op.items(), key=lambda kv: -kv[1])[:12]
-    return {
+    out = {
         "row": "fast",
         "wall_s_under_profiler": wall,
         "cpu_s_total": total,
@@ -270,6 +352,25 @@ def profile_step(stepper: Stepper, row: dict) -> dict:
         "note": "self CPU time per op summed over both threads' work as torch.profiler attributes it; "
         "categories from op names, autograd node names and input shapes",
     }
+    dev_total = sum(dev_cat.values())
+    if on_cuda:
+        out["host_fraction"] = out["fraction"]
+        out["host_seconds"] = by_cat
+        out["host_top_ops"] = out["top_ops"]
+        out["device_s_total"] = dev_total
+    if on_cuda and dev_total > 0:
+        out["fraction"] = {k: v / dev_total for k, v in dev_cat.items()}
+        out["seconds"] = dev_cat
+        out["top_ops"] = dict(sorted(dev_op.items(), key=lambda kv: -kv[1])[:12])
+        out["measure"] = "gpu"
+        out["note"] = (
+            "GPU kernel time per op (self device time: kernels attributed to the op that launched them); "
+            "categories from op names, autograd node names and input shapes; host_* is the CPU side"
+        )
+    elif on_cuda:
+        out["measure"] = "host"
+        out["note"] += "; the profiler recorded no GPU kernel time, so these are host (CPU) times"
+    return out
 
 
 # ---------------------------------------------------------------------- scaling

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from featurenerf.cpu_allocator import keep_freed_memory
 from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
 from featurenerf.visualize import feature_pca_pair, save_image_grid
 
@@ -183,6 +184,12 @@ class FeatureNeRF(L.LightningModule):
                 f"{recent} of the last {window} steps had non-finite losses or gradients "
                 f"(> model.max_skip_fraction={self.hparams.max_skip_fraction}); lower model.lr or check the data"
             )
+
+    def setup(self, stage: str) -> None:
+        # CPU runs reuse freed activation memory instead of faulting in fresh pages every step
+        # (featurenerf.cpu_allocator; FEATURENERF_KEEP_FREED_MEMORY=0 opts out).
+        if self.trainer.strategy.root_device.type == "cpu":
+            keep_freed_memory()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skip_window"] = self.recent_skips.tolist()  # plain bools: loads with weights_only

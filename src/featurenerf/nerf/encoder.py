@@ -107,7 +107,12 @@ class ResNetEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """images (N, 3, H, W) in [0, 1] → features (N, C, H/2, W/2)."""
-        x = self.relu(self.bn1(self.conv1(images * 2.0 - 1.0)))
+        # Channels-last activations: oneDNN/cuDNN convolutions run faster on them (ResNet-34 forward and
+        # backward at 128 px: 255 -> 215 ms on a 2-core CPU), and the (pixels, channels) table the fast
+        # field builds from the maps is then a view, not a copy. The weights keep the default layout
+        # (safetensors cannot save channels-last tensors).
+        x = (images * 2.0 - 1.0).contiguous(memory_format=torch.channels_last)
+        x = self.relu(self.bn1(self.conv1(x)))
         levels = [x]
         if self.num_layers > 1:
             x = self.maxpool(x)
