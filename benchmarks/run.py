@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                         "srn_cars",
                         ["naive", "reuse", "fast", "fast_bf16"]
                         + ([] if args.no_compile else ["fast_compile"]),
-                        args.repeats or 2,
+                        # 4 rounds: memory-bound parts of the step swing with the neighbours' traffic.
+                        args.repeats or 4,
                         profile=True,
                     ),
                 ),

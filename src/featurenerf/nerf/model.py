@@ -62,6 +62,7 @@ from featurenerf.geometry.cameras import (
 )
 from featurenerf.nerf.encoder import ResNetEncoder
 from featurenerf.nerf.encoding import PositionalEncoding
+from featurenerf.nerf.fused_block import fused_blocks_apply, residual_block
 from featurenerf.nerf.mlp import ResnetMLP
 from featurenerf.rendering.bounds import Box, Sphere
 from featurenerf.rendering.compositing import composite, compositing_weights
@@ -501,9 +502,14 @@ class FeatureNeRFNet(nn.Module):
             return sampled[i]
 
         h = inject(0).addmm_(x.to(dt), mlp.lin_in.weight.t().to(dt))
+        fused = fused_blocks_apply(h)
         for i, block in enumerate(mlp.blocks):
             if i == mlp.combine_layer and views > 1:
                 h = h.reshape(views, -1, h.shape[-1]).mean(0)
+            if fused:  # same function, element-wise work in place (nerf/fused_block.py)
+                extra = inject(i + 1) if i + 1 < len(mlp.lin_z) else block.fc1.bias
+                h = residual_block(h, extra, block.fc0.weight, block.fc0.bias, block.fc1.weight)
+                continue
             a = F.linear(torch.relu(h), block.fc0.weight.to(dt), block.fc0.bias.to(dt)).relu_()
             # h + fc1(a) (+ next injection): the residual is the GEMM's accumulator, not a separate add.
             base = inject(i + 1).add_(h) if i + 1 < len(mlp.lin_z) else h + block.fc1.bias.to(dt)
