@@ -29,6 +29,9 @@ def summary(r: dict) -> dict:
             "step_ratio_vs_naive": {k: v["step_ratio_vs_naive"] for k, v in rows.items()},
             "step_s": {k: v["step_s"] for k, v in rows.items()},
         }
+        if "fast_alone" in t:
+            entry["fast_alone_matmul_fraction"] = t["fast_alone"]["matmul_fraction"]
+            entry["fast_alone_step_s"] = t["fast_alone"]["step_s"]
         if "fast_bf16" in rows and "fast" in rows:
             entry["bf16_step_vs_fp32"] = rows["fast_bf16"]["step_s"] / rows["fast"]["step_s"]
         if "fast_compile" in rows:
@@ -200,6 +203,16 @@ def markdown(r: dict) -> str:
                     f"{_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | {_f(v['gflops_per_s'], 1)} | "
                     f"{_f(v['matmul_fraction'])} | {_mb(v['peak_rss_bytes'])} |"
                 )
+        alone = t.get("fast_alone")
+        if alone:
+            lines += [
+                "",
+                f"`fast` step alone (as a training run sees it; after the interleaved rounds, free pages handed "
+                f"back, two warm-up steps, then alternating with the baseline GEMMs only): {_f(alone['step_s'], 4 if on_cuda else 2)} s, "
+                f"{_f(alone['gflops_per_s'] / scale, 1)} {unit} against "
+                f"{_f(alone['matmul_baseline_gflops_per_s'] / scale, 1)} → matmul fraction "
+                f"**{_f(alone['matmul_fraction'])}** (steps {', '.join(_f(x, 2) for x in alone['step_s_all'])} s).",
+            ]
         comp = t["rows"].get("fast_compile")
         if comp and "error" in comp:
             lines += ["", f"`fast_compile` failed after {_f(comp.get('first_step_s'), 1)} s: {comp['error']}"]
@@ -354,20 +367,35 @@ def headlines(r: dict) -> list[str]:
         t = s["train_step"][cfg]
         frac = t["matmul_fraction"]
         on_cuda = r.get("train_step", {}).get(cfg, {}).get("device") == "cuda"
-        rows.append(
-            (
-                f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast, fp32{', GPU' if on_cuda else ''})",
-                _f(frac.get("fast")),
-                TARGETS["matmul_fraction"],
+        gpu = ", GPU" if on_cuda else ""
+        # The targets are CPU targets; on a GPU the rows are reported, not judged.
+        if "fast_alone_matmul_fraction" in t:
+            rows.append(
+                (
+                    f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast step alone as training "
+                    f"runs it, fp32{gpu})",
+                    _f(t["fast_alone_matmul_fraction"]),
+                    "" if on_cuda else TARGETS["matmul_fraction"],
+                )
             )
-        )
+            rows.append(
+                ("… same, fast row in the rounds interleaved with the other rows", _f(frac.get("fast")), "")
+            )
+        else:
+            rows.append(
+                (
+                    f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast, fp32{gpu})",
+                    _f(frac.get("fast")),
+                    "" if on_cuda else TARGETS["matmul_fraction"],
+                )
+            )
         rows.append(("… same, naive (pixelNeRF's way)", _f(frac.get("naive")), ""))
         ratio = t["step_ratio_vs_naive"]
         rows.append(
             (
                 f"training step time ÷ naive ({cfg}, fast)",
                 _f(ratio.get("fast")),
-                TARGETS["step_ratio_vs_naive"],
+                "" if on_cuda else TARGETS["step_ratio_vs_naive"],
             )
         )
         if "reuse" in ratio:
