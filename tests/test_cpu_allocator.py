@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -34,14 +35,17 @@ PROBE = textwrap.dedent(
 )
 
 
-def _faults(env_value: str) -> tuple[bool, int]:
-    env = {"FEATURENERF_KEEP_FREED_MEMORY": env_value, "OMP_NUM_THREADS": "1"}
-    import os
+def _run(code: str, **env: str) -> str:
+    """Stdout of ``code`` in a fresh interpreter (the allocator settings are process-wide)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1", **env}, capture_output=True,
+        text=True, check=True,
+    ).stdout  # fmt: skip
 
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], env={**os.environ, **env}, capture_output=True, text=True, check=True
-    ).stdout.split()
-    return out[0] == "True", int(out[1])
+
+def _faults(env_value: str) -> tuple[bool, int]:
+    applied, faults = _run(PROBE, FEATURENERF_KEEP_FREED_MEMORY=env_value).split()
+    return applied == "True", int(faults)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
@@ -80,10 +84,4 @@ def test_release_free_memory_hands_kept_pages_back():
         print(kept - rss())
         """
     )
-    import os
-
-    out = subprocess.run(
-        [sys.executable, "-c", probe], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-        text=True, check=True,
-    ).stdout  # fmt: skip
-    assert int(out) > 200 << 20
+    assert int(_run(probe)) > 200 << 20

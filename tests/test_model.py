@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from batches import camera_batch
 
 from featurenerf.data.datasets import sample_teacher_at
 from featurenerf.module import FeatureNeRF
@@ -12,34 +13,10 @@ from featurenerf.nerf.model import FeatureNeRFNet
 TINY = dict(encoder_layers=2, d_hidden=32, n_coarse=8, n_fine=4, n_fine_depth=4)
 
 
-def _camera_batch(b: int = 2, size: int = 16, rays: int = 12, feature_dim: int = 5, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    poses = torch.eye(4).repeat(b, 1, 1, 1)
-    poses[..., 2, 3] = -1.3  # camera on -z looking along +z at the origin
-    batch = {
-        "src_images": torch.rand(b, 1, 3, size, size, generator=g),
-        "src_poses": poses,
-        "focal": torch.full((b, 2), float(size)),
-        "c": torch.full((b, 2), size / 2),
-    }
-    origins = torch.zeros(b, rays, 3)
-    origins[..., 2] = -1.3
-    dirs = torch.randn(b, rays, 3, generator=g) * 0.2
-    dirs[..., 2] = 1.0
-    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    ray_batch = {
-        "origins": origins,
-        "dirs": dirs,
-        "rgb": torch.rand(b, rays, 3, generator=g),
-        "teacher": torch.randn(b, rays, feature_dim, generator=g),
-    }
-    return batch, ray_batch
-
-
 @pytest.mark.parametrize("feature_dim", [0, 7, 384])
 def test_head_widths_follow_feature_dim(feature_dim):
     net = FeatureNeRFNet(feature_dim=feature_dim, **TINY)
-    batch, rays = _camera_batch(feature_dim=max(feature_dim, 1))
+    batch, rays = camera_batch(feature_dim=max(feature_dim, 1))
     cond = net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
     out = net.query(cond, torch.rand(2, 10, 3) - 0.5)
     assert out["features"].shape == (2, 10, feature_dim)
@@ -52,7 +29,7 @@ def test_gradients_reach_every_head_and_the_encoder():
     model = FeatureNeRF(feature_dim=5, **TINY)
     with torch.no_grad():  # a dense field, so every ray has non-zero compositing weights
         model.net.mlp.lin_out.bias[3] = 3.0
-    batch, rays = _camera_batch(feature_dim=5)
+    batch, rays = camera_batch(feature_dim=5)
     terms = model.compute_losses(batch, rays)
     assert {"rgb_coarse", "rgb_fine", "distill_coarse", "distill_fine", "coord_coarse", "coord_fine"} <= set(
         terms
@@ -71,7 +48,7 @@ def test_each_loss_term_reaches_its_head_only():
     model = FeatureNeRF(feature_dim=5, rgb_weight=0.0, coord_weight=0.0, **TINY)
     with torch.no_grad():
         model.net.mlp.lin_out.bias[3] = 3.0
-    batch, rays = _camera_batch(feature_dim=5)
+    batch, rays = camera_batch(feature_dim=5)
     model.compute_losses(batch, rays)["loss"].backward()
     w = model.net.mlp.lin_out.weight.grad
     assert w[4:9].abs().sum() > 0
@@ -93,7 +70,7 @@ def test_coordinate_loss_is_zero_for_a_perfect_prediction():
     model.net = _PerfectCoords(feature_dim=3, **TINY)
     with torch.no_grad():
         model.net.mlp.lin_out.bias[3] = 5.0  # dense field: non-trivial weights along every ray
-    batch, rays = _camera_batch(feature_dim=3)
+    batch, rays = camera_batch(feature_dim=3)
     terms = model.compute_losses(batch, rays)
     assert terms["coord_coarse"].item() == pytest.approx(0.0, abs=1e-10)
     assert terms["coord_fine"].item() == pytest.approx(0.0, abs=1e-10)
@@ -119,7 +96,7 @@ def test_fine_reuse_matches_naive_evaluation():
     with torch.no_grad():
         for p in net.mlp.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    batch, rays = _camera_batch()
+    batch, rays = camera_batch()
     cond = net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
     names = ("rgb", "depth", "opacity", "features", "coords", "hidden")
     a = net.render_rays(cond, rays["origins"], rays["dirs"], names)
@@ -131,7 +108,7 @@ def test_fine_reuse_matches_naive_evaluation():
 
 def test_render_image_is_chunk_independent():
     net = FeatureNeRFNet(feature_dim=2, **TINY)
-    batch, _ = _camera_batch(b=1)
+    batch, _ = camera_batch(b=1)
     cond = net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
     pose = batch["src_poses"][:, 0]
     kw = dict(outputs=("rgb", "features", "hidden"), skip_empty=False)
@@ -158,7 +135,7 @@ def test_checkpoint_has_no_teacher_and_reloads_to_identical_point_features(tmp_p
     loaded = FeatureNeRF.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     model.eval()
     loaded.eval()
-    batch, _ = _camera_batch(b=1)
+    batch, _ = camera_batch(b=1)
     xyz = torch.rand(50, 3) - 0.5
     with torch.no_grad():
         a = model.point_features(
@@ -183,7 +160,7 @@ def test_module_defaults_match_the_net():
 
 def test_non_finite_loss_skips_the_step_and_is_counted():
     model = FeatureNeRF(feature_dim=5, skip_grace_steps=100, **TINY)
-    batch, rays = _camera_batch(feature_dim=5)
+    batch, rays = camera_batch(feature_dim=5)
     rays["rgb"][0, 0, 0] = float("nan")
     out = model.training_step({**batch, "rays": {"bbox": rays, "full": rays}}, 0)
     assert out is None

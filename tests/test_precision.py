@@ -12,34 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from batches import camera_batch
 
 from featurenerf.module import FeatureNeRF
 
 TINY = dict(encoder_layers=2, d_hidden=32, n_coarse=8, n_fine=4, n_fine_depth=4)
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _batch(b: int = 2, size: int = 16, rays: int = 24, feature_dim: int = 5):
-    g = torch.Generator().manual_seed(0)
-    poses = torch.eye(4).repeat(b, 1, 1, 1)
-    poses[..., 2, 3] = -1.3
-    batch = {
-        "src_images": torch.rand(b, 1, 3, size, size, generator=g),
-        "src_poses": poses,
-        "focal": torch.full((b, 2), float(size)),
-        "c": torch.full((b, 2), size / 2),
-    }
-    origins = torch.zeros(b, rays, 3)
-    origins[..., 2] = -1.3
-    dirs = torch.randn(b, rays, 3, generator=g) * 0.2
-    dirs[..., 2] = 1.0
-    rays_ = {
-        "origins": origins,
-        "dirs": dirs / dirs.norm(dim=-1, keepdim=True),
-        "rgb": torch.rand(b, rays, 3, generator=g),
-        "teacher": torch.randn(b, rays, feature_dim, generator=g),
-    }
-    return batch, rays_
 
 
 def _model(**kw) -> FeatureNeRF:
@@ -56,7 +34,7 @@ def _model(**kw) -> FeatureNeRF:
 def test_bf16_autocast_on_cpu_matches_fp32(fast):
     model = _model()
     model.net.fast_field = fast
-    batch, rays = _batch()
+    batch, rays = camera_batch(rays=24)
     fp32 = {k: float(v) for k, v in model.compute_losses(batch, rays).items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         terms = model.compute_losses(batch, rays)
@@ -104,7 +82,7 @@ def test_compile_matches_eager():
     compiled = _model(compile=True)
     compiled.net.encoder.load_state_dict(eager.net.encoder.state_dict())
     compiled.net.mlp._orig_mod.load_state_dict(eager.net.mlp.state_dict())
-    batch, rays = _batch()
+    batch, rays = camera_batch(rays=24)
     a = eager.compute_losses(batch, rays)
     b = compiled.compute_losses(batch, rays)
     torch.testing.assert_close(b["loss"], a["loss"], rtol=1e-4, atol=1e-5)
