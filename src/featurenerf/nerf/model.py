@@ -60,7 +60,7 @@ from featurenerf.geometry.cameras import (
     uv_to_grid,
     world_to_camera_points,
 )
-from featurenerf.nerf.encoder import ResNetEncoder
+from featurenerf.nerf.encoder import EncoderName, build_encoder
 from featurenerf.nerf.encoding import PositionalEncoding
 from featurenerf.nerf.fused_block import fused_blocks_apply, residual_block
 from featurenerf.nerf.mlp import ResnetMLP
@@ -227,8 +227,11 @@ class FeatureNeRFNet(nn.Module):
 
     Args:
         feature_dim: width D of the distilled feature head (the teacher's ``feature_dim``).
-        encoder_layers: ResNet-34 levels kept (4 → 512-channel maps).
-        encoder_weights: optional local torchvision ``resnet34`` state dict; random init otherwise.
+        encoder: image encoder trunk: ``"resnet34"`` (the paper's) or ``"efficientnet_lite0"`` (ImageNet
+            weights); the MLP's input width follows from it.
+        encoder_layers: encoder levels kept (ResNet-34: 4 → 512-channel maps; EfficientNet-Lite0: 4 → 192).
+        encoder_weights: ``None`` for the encoder's default initialisation (ResNet-34 random,
+            EfficientNet-Lite0 ImageNet), a local state dict of its layout, or ``"random"``.
         d_hidden: MLP width. n_blocks: residual blocks. n_inject: blocks that receive the image feature.
         combine_layer: block before which the hidden state is averaged over source views.
         num_freqs, freq_factor: positional encoding of the camera-frame position.
@@ -255,6 +258,7 @@ class FeatureNeRFNet(nn.Module):
     def __init__(
         self,
         feature_dim: int = 384,
+        encoder: EncoderName = "resnet34",
         encoder_layers: int = 4,
         encoder_weights: str | None = None,
         d_hidden: int = 512,
@@ -282,7 +286,7 @@ class FeatureNeRFNet(nn.Module):
         if feature_dim < 0:
             raise ValueError(f"feature_dim must be >= 0, got {feature_dim}")
         self.feature_dim = feature_dim
-        self.encoder = ResNetEncoder(num_layers=encoder_layers, weights=encoder_weights)
+        self.encoder = build_encoder(encoder, num_layers=encoder_layers, weights=encoder_weights)
         self.posenc = PositionalEncoding(num_freqs, freq_factor)
         self.use_viewdirs = use_viewdirs
         d_in = self.posenc.d_out + (3 if use_viewdirs else 0)
