@@ -41,7 +41,7 @@ class PairItems(Dataset):
             rows = []
             for i, p in enumerate(pairs.cross_inst if kind == "cross_inst" else pairs.cross_view):
                 if isinstance(p, CrossInstancePair):
-                    rows.append((kind, i, p.src, p.view, p.trg, p.view))
+                    rows.append((kind, i, p.src, p.view, p.trg, p.target_view))
                 else:
                     rows.append((kind, i, p.model_id, p.src_view, p.model_id, p.trg_view))
             per_kind.append(rows)

@@ -1,14 +1,16 @@
 """Novel-view synthesis on the cross-view pairs: the target view rendered from the source image.
 
-PSNR and SSIM (data range 1) of the full rendered image against the true target view, per pair, averaged
-over pairs. Only methods that are radiance fields apply (``featurenerf`` and ``pixelnerf``).
+PSNR and SSIM of the full rendered image against the true target view, per pair, averaged over pairs, as
+pixelNeRF reports them (both images quantised to uint8, SSIM with a 7×7 uniform window: see
+:mod:`featurenerf.image_metrics`). Only methods that are radiance fields apply (``featurenerf`` and
+``pixelnerf``).
 """
 
 from __future__ import annotations
 
 from torchmetrics import Metric
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from featurenerf.image_metrics import psnr_uint8, ssim_uint8
 from featurenerf.visualize import save_image_grid
 
 from . import pictures
@@ -41,10 +43,8 @@ class NovelView(Task):
             )["rgb"]
             pred = rgb.permute(0, 3, 1, 2).clamp(0, 1).float()
             preds[method] = pred[0]
-            self.update("cross_view", method, "PSNR", peak_signal_noise_ratio(pred, truth, data_range=1.0))
-            self.update(
-                "cross_view", method, "SSIM", structural_similarity_index_measure(pred, truth, data_range=1.0)
-            )
+            self.update("cross_view", method, "PSNR", psnr_uint8(pred, truth)[0])
+            self.update("cross_view", method, "SSIM", ssim_uint8(pred, truth)[0])
         if ctx.wants_picture(item):
             row = [src.image.float().cpu(), *[p.cpu() for p in preds.values()], trg.image.float().cpu()]
             header = ["input", *preds, "truth"]

@@ -23,7 +23,17 @@ from featurenerf.io import atomic_write, atomic_write_json
 from .base import TASKS, Task, TaskContext
 from .data import PairItems, ShardSampler, single_item
 from .descriptors import METHODS, Descriptors
-from .pairs import PairSet, read_pairs_file, sample_pairs, write_pairs_file
+from .pairs import (
+    DEFAULT_BASELINE_DEG,
+    MATCH_CAMERA,
+    PairSet,
+    pair_angles,
+    read_pairs_file,
+    resolve_cross_instance,
+    sample_pairs,
+    write_pairs_file,
+)
+from .viewpoints import PoseCache, summarize_angles
 
 
 class TaskSuite:
@@ -46,6 +56,11 @@ class TaskSuite:
         out_dir: where results, pairs and pictures go.
         pictures: pairs of each kind per task that get a picture.
         cache_mb: memory budget of the rendered-descriptor cache.
+        match_camera: how a cross-instance pair finds the target's camera: ``same`` (view k of both
+            objects, refused when it is not the same camera) or ``nearest`` (the target's view nearest
+            in viewing direction).
+        baseline_min_deg, baseline_max_deg: the angle between the two viewing directions of a drawn
+            cross-view pair (default 15-60 degrees: near views); pairs files are taken as they are.
     """
 
     def __init__(
@@ -61,6 +76,9 @@ class TaskSuite:
         out_dir: str | Path = "outputs/tasks",
         pictures: int = 2,
         cache_mb: int = 1024,
+        match_camera: str = "same",
+        baseline_min_deg: float = DEFAULT_BASELINE_DEG[0],
+        baseline_max_deg: float = DEFAULT_BASELINE_DEG[1],
     ) -> None:
         names = list(dict.fromkeys(tasks))
         if not names:
@@ -79,13 +97,32 @@ class TaskSuite:
         root = getattr(datamodule, "root", None)
         if not records:
             raise DataError(f"{root}: no objects in the {split!r} split to evaluate the tasks on")
-        pairs = read_pairs_file(pairs_file, records) if pairs_file else sample_pairs(records, num_pairs, seed)
+        self.match_camera = match_camera
+        self.baseline_deg = (float(baseline_min_deg), float(baseline_max_deg))
+        check_pair_options(match_camera, *self.baseline_deg)
+        poses = PoseCache(records)
+        if pairs_file:
+            pairs = resolve_cross_instance(
+                read_pairs_file(pairs_file, records).head(num_pairs), records, match_camera, poses
+            )
+        else:
+            kinds = {k for task in self.tasks for k in task.kinds}
+            pairs = sample_pairs(
+                records,
+                num_pairs,
+                seed,
+                kinds=[k for k in ("cross_inst", "cross_view") if k in kinds],
+                match_camera=match_camera,
+                baseline_deg=self.baseline_deg,
+                poses=poses,
+            )
         self.pairs: PairSet = pairs.head(num_pairs)
+        self.protocol = self._protocol(poses)
         used = {p.src for p in self.pairs.cross_inst} | {p.trg for p in self.pairs.cross_inst}
         used |= {p.model_id for p in self.pairs.cross_view}
         self.records = [r for r in records if r.name in used]
         self.notes: list[str] = []
-        if not self.pairs.cross_inst:
+        if not self.pairs.cross_inst and any("cross_inst" in t.kinds for t in self.tasks):
             self.notes.append(f"no cross-instance pairs: the {split!r} split needs at least two objects")
         self._check_annotations()
 
@@ -100,6 +137,33 @@ class TaskSuite:
         self.last_results: dict | None = None
 
     # ------------------------------------------------------------------ data
+    def _protocol(self, poses: PoseCache) -> dict:
+        """How the pairs were made and the camera angles they actually have (for results.json/md)."""
+        angles = pair_angles(self.pairs, poses)
+        return {
+            "cross_inst_camera": self.match_camera,
+            "cross_view_baseline_deg": None if self.pairs_file else list(self.baseline_deg),
+            "pairs_source": f"pairs file {self.pairs_file}" if self.pairs_file else f"seed {self.seed}",
+            "measured_deg": {k: summarize_angles(v) for k, v in angles.items()},
+        }
+
+    def protocol_notes(self) -> list[str]:
+        """The pair protocol as sentences for the results table."""
+        measured = self.protocol["measured_deg"]
+
+        def stats(kind: str) -> str:
+            m = measured[kind]
+            return "none" if m is None else f"{m['min']:.1f}-{m['max']:.1f} degrees, median {m['median']:.1f}"
+
+        lo, hi = self.baseline_deg
+        how = "from the pairs file" if self.pairs_file else f"drawn at {lo:g}-{hi:g} degrees"
+        camera = "same camera (view k on both)" if self.match_camera == "same" else "nearest camera"
+        return [
+            f"cross-view baseline (angle between the two viewing directions): {how}; used pairs: "
+            f"{stats('cross_view')}",
+            f"cross-instance pairs: {camera}; camera gap of used pairs: {stats('cross_inst')}",
+        ]
+
     def _check_annotations(self) -> None:
         """Fail early, in one line, when the data lacks what a task needs (checks one pair per task)."""
         by_name = {r.name: r for r in self.records}
@@ -252,19 +316,38 @@ class TaskSuite:
 
     def table(self, results: dict, step: int = 0) -> str:
         """The results as one Markdown table (rows task / metric, columns methods) with notes."""
-        return results_table(results, header=f"Tasks at step {step}: {self.describe()}.", notes=self.notes)
+        notes = [*self.protocol_notes(), *self.notes]
+        return results_table(results, header=f"Tasks at step {step}: {self.describe()}.", notes=notes)
 
     def write(self, results: dict, step: int = 0) -> None:
-        """``results.json``, ``results.md`` and ``pairs.json`` in ``out_dir`` (each written atomically)."""
+        """``results.json``, ``results.md`` and ``pairs.json`` in ``out_dir`` (each written atomically).
+
+        ``results.json`` is ``{task: {method: {metric: value}}, "protocol": {...}}``; ``protocol`` says how
+        cross-instance cameras were matched and which cross-view baseline was used (and measured).
+        """
         self.out_dir.mkdir(parents=True, exist_ok=True)
         clean = {
             t: {m: {k: (None if math.isnan(v) else v) for k, v in vals.items()} for m, vals in per.items()}
             for t, per in results.items()
         }
-        atomic_write_json(self.out_dir / "results.json", clean)
+        # "protocol" sits beside the tasks: how the pairs were made (camera matching, cross-view baseline).
+        atomic_write_json(self.out_dir / "results.json", {**clean, "protocol": self.protocol})
         with atomic_write(self.out_dir / "results.md", "w") as fh:
             fh.write(self.table(results, step) + "\n")
         write_pairs_file(self.out_dir / "pairs.json", self.pairs)
+
+
+def check_pair_options(match_camera: str, baseline_min_deg: float, baseline_max_deg: float) -> None:
+    """Refuse, in one line naming the option, pair-protocol options out of range (DataError)."""
+    if match_camera not in MATCH_CAMERA:
+        raise DataError(
+            f"--tasks.match_camera: expected one of {', '.join(MATCH_CAMERA)}, got {match_camera!r}"
+        )
+    if not 0.0 <= baseline_min_deg <= baseline_max_deg <= 180.0:
+        raise DataError(
+            "--tasks.baseline_min_deg / --tasks.baseline_max_deg: need 0 <= min <= max <= 180 degrees, "
+            f"got {baseline_min_deg:g} and {baseline_max_deg:g}"
+        )
 
 
 def format_value(metric: str, value: float | None) -> str:

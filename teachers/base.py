@@ -43,6 +43,18 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 @dataclasses.dataclass(frozen=True)
+class ViewSource:
+    """Which stored views a batch of images shows: the object and one view index per image.
+
+    Passed to teachers that declare :attr:`Teacher.needs_annotations` (diagnostic oracles whose features
+    are the data's annotations of the exact view), by the feature cache that computes their maps.
+    """
+
+    record: Any  # featurenerf.data.srn.ObjectRecord (not imported: teachers stay free of the data code)
+    views: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class TeacherInfo:
     """What ``featurenerf teachers list`` shows for a teacher built with its default arguments."""
 
@@ -63,6 +75,11 @@ class Teacher(nn.Module, abc.ABC):
     registry_name: str | None = None
     #: Bump in a subclass when its implementation changes its output (invalidates its caches).
     version: int = 1
+    #: True for diagnostic teachers whose features come from the dataset's annotations of the exact
+    #: (object, view) of each image rather than from the pixels alone: they implement
+    #: :meth:`extract_views`, and callers pass ``source=ViewSource(record, views)`` (the feature cache
+    #: does). Such a teacher cannot run on images without their record.
+    needs_annotations: bool = False
 
     # ---- metadata a subclass declares -------------------------------------------------------------
     @property
@@ -111,6 +128,16 @@ class Teacher(nn.Module, abc.ABC):
         Returns:
             ``(B, feature_dim, H' // stride, W' // stride)``.
         """
+
+    def extract_views(self, images: Tensor, source: ViewSource) -> Tensor:
+        """Like :meth:`extract`, for teachers that declare :attr:`needs_annotations`: ``source`` names
+        the (object, view) of each image."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare needs_annotations")
+
+    def input_files(self, record: Any) -> list[Any]:
+        """Files of ``record`` besides its images that change this teacher's output (annotations an
+        oracle reads); the feature cache digests them with the images, so editing them makes it stale."""
+        return []
 
     # ---- derived behaviour ------------------------------------------------------------------------
     @property
@@ -207,7 +234,7 @@ class Teacher(nn.Module, abc.ABC):
         std = images.new_tensor(self.std).view(1, 3, 1, 1)
         return ((images - mean) / std).to(self.dtype)
 
-    def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, images: Tensor, mask: Tensor | None = None, source: ViewSource | None = None) -> Tensor:
         """Feature maps of a batch of images.
 
         Args:
@@ -215,12 +242,23 @@ class Teacher(nn.Module, abc.ABC):
             mask: optional object mask ``(B, 1, H, W)`` or ``(B, H, W)`` (bool or [0, 1] floats) at the
                 image resolution. Feature cells less than half covered by the object are set to 0, as
                 FeatureNeRF does for background features.
+            source: the (object, view) of each image; required by teachers that declare
+                :attr:`needs_annotations`, ignored by the others.
         Returns:
             ``(B, feature_dim, h, w)`` in :attr:`dtype`, ``(h, w) = self.output_size(H, W)``.
         """
+        if self.needs_annotations:
+            if source is None:
+                raise ValueError(
+                    f"teacher {self.registry_name or type(self).__name__} reads the annotations of each "
+                    "image's (object, view): it runs through the feature cache (fit, validate, "
+                    "`featurenerf teachers cache`), not on bare images"
+                )
+            if len(source.views) != images.shape[0]:
+                raise ValueError(f"source names {len(source.views)} views for {images.shape[0]} images")
         with torch.no_grad():
             x = self.preprocess(images)
-            features = self.extract(x)
+            features = self.extract_views(x, source) if self.needs_annotations else self.extract(x)
             expected = (images.shape[0], self.feature_dim, *self.output_size(*images.shape[-2:]))
             if tuple(features.shape) != expected:
                 raise RuntimeError(

@@ -116,6 +116,35 @@ def test_cameras_opencv_on_sphere_looking_at_origin(toy_root):
         assert (t[:, 2] > 0).all()  # car cameras on the upper hemisphere
 
 
+def test_view_k_is_one_camera_for_every_object_of_a_split(toy_root, chair_root):
+    for root, category in ((toy_root, "toycar"), (chair_root, "toychair")):
+        per_split = {}
+        for split in ("train", "val", "test"):
+            records = list_objects(root, split)
+            first = load_poses(records[0])
+            for record in records[1:]:
+                # The very same floats were written for every object of the split.
+                assert torch.equal(load_poses(record), first), (category, split, record.name)
+            # The views of one set are distinct cameras (not one pose repeated).
+            centres = first[:, :3, 3]
+            assert (torch.cdist(centres, centres) + torch.eye(len(centres))).min() > 1e-3
+            per_split[split] = first
+        # Each split has its own set: held-out views are viewpoints never seen in training.
+        assert not torch.allclose(per_split["train"], per_split["test"])
+        assert not torch.allclose(per_split["val"], per_split["test"])
+    assert len(list_objects(toy_root, "train")) >= 2  # the check above compared objects
+
+
+def test_split_cameras_deterministic_and_independent_of_object_count():
+    a = generate_mod.split_cameras("toycar", "test", 7, seed=3)
+    np.testing.assert_array_equal(a, generate_mod.split_cameras("toycar", "test", 7, seed=3))
+    assert not np.allclose(a, generate_mod.split_cameras("toycar", "test", 7, seed=4))
+    assert not np.allclose(a, generate_mod.split_cameras("toycar", "train", 7, seed=3))
+    # The same seed with more objects keeps the cameras: each split's set is drawn alone.
+    small = {split: generate_mod.split_cameras("toycar", split, 7, 3) for split in ("train", "val", "test")}
+    assert all(np.array_equal(small[k], generate_mod.split_cameras("toycar", k, 7, 3)) for k in small)
+
+
 def test_split_by_object(toy_root):
     expected = assign_splits(6, 0, (0.7, 0.1, 0.2))
     assert sorted(expected) == ["test", "train", "train", "train", "train", "val"]
@@ -218,7 +247,7 @@ def test_rerun_is_noop_and_other_settings_refused(tmp_path):
 def test_killed_run_leaves_no_partial_object_and_resumes(tmp_path, monkeypatch):
     real = generate_mod.render_object
 
-    def dies_on_second(category, index, *args):
+    def dies_on_second(category, index, *args):  # args: views, size, seed, split, out_dir
         if index == 1:
             real(category, index, *args)  # the files are all there, but the folder is never renamed
             raise KeyboardInterrupt

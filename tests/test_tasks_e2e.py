@@ -83,7 +83,17 @@ def test_validate_part_seg_end_to_end(toy_root, tmp_path, capsys):
 
     out = tmp_path / "run" / "tasks"
     results = json.loads((out / "results.json").read_text())
+    protocol = results.pop("protocol")
     assert set(results) == {"part_seg_2d", "part_seg_3d"}
+    # The toy data shares one camera set per split: cross-instance pairs are the very same camera.
+    assert protocol["cross_inst_camera"] == "same" and protocol["cross_view_baseline_deg"] == [15.0, 60.0]
+    assert protocol["measured_deg"]["cross_inst"]["max"] == 0.0
+    assert (
+        15.0
+        <= protocol["measured_deg"]["cross_view"]["min"]
+        <= protocol["measured_deg"]["cross_view"]["max"]
+        <= 60.0
+    )
     for task in results.values():
         assert set(task) == {"featurenerf", "pixelnerf"}  # no teacher, no feature head: those are skipped
         assert set(task["featurenerf"]) == {"cross_inst/mIoU", "cross_view/mIoU"}
@@ -97,6 +107,8 @@ def test_validate_part_seg_end_to_end(toy_root, tmp_path, capsys):
     table = (out / "results.md").read_text()
     assert "| task / metric | featurenerf | pixelnerf |" in table
     assert "teacher_2d: skipped" in table and "featurenerf_v: skipped" in table
+    assert "cross-view baseline (angle between the two viewing directions): drawn at 15-60 degrees" in table
+    assert "cross-instance pairs: same camera (view k on both)" in table
     assert "| task / metric | featurenerf | pixelnerf |" in capsys.readouterr().out  # printed at the end
     for task in ("part_seg_2d", "part_seg_3d"):
         assert sorted(p.name for p in (out / "pictures" / task).glob("*.png")) == [
@@ -169,6 +181,53 @@ def test_unannotated_data_says_which_file_is_needed(toy_root, tmp_path):
         TaskSuite(["keypoints_3d"], dm, num_pairs=2, split="train", out_dir=tmp_path / "out")
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--tasks.baseline_min_deg", "70", "--tasks.baseline_max_deg", "20"], "--tasks.baseline_min_deg"),
+        (["--tasks.match_camera", "farthest"], "tasks.match_camera"),
+    ],
+)
+def test_bad_pair_protocol_options_are_one_line(toy_root, tmp_path, capfd, options, message):
+    """Refused right after parsing (before Lightning builds anything): stderr is exactly one line."""
+    from featurenerf.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", feature_dim=0)
+    config = write_config(tmp_path / "config.yaml", toy_root, tmp_path / "runs")
+    args = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--task", "part_seg_3d"]
+    capfd.readouterr()
+    assert main([*args, "--tasks.num_pairs", "1", "--tasks.split", "train", *options]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_per_object_cameras_refused_for_cross_instance_pairs(toy_root, tmp_path):
+    """Data whose view k is another camera on each object: refused in one line, or matched if asked."""
+    from featurenerf.data.datamodule import FeatureNeRFData
+    from featurenerf.tasks.suite import TaskSuite
+
+    root = tmp_path / "own_cameras"
+    shutil.copytree(toy_root, root)
+    objects = sorted(root.glob("toycar_train/*"))
+    # Give the second object the first object's views in reverse order (its own camera per view k).
+    poses = sorted((objects[1] / "pose").iterdir())
+    texts = [p.read_text() for p in poses]
+    for path, text in zip(poses, reversed(texts)):
+        path.write_text(text)
+    dm = FeatureNeRFData(root=str(root), image_size=32, teacher=None, check=False)
+    with pytest.raises(DataError) as err:
+        TaskSuite(["part_seg_3d"], dm, num_pairs=20, split="train", out_dir=tmp_path / "out")
+    assert "different cameras" in str(err.value) and "\n" not in str(err.value)
+    suite = TaskSuite(
+        ["part_seg_3d"], dm, num_pairs=20, split="train", out_dir=tmp_path / "out", match_camera="nearest"
+    )
+    assert suite.protocol["cross_inst_camera"] == "nearest"
+    assert suite.protocol["measured_deg"]["cross_inst"]["max"] < 1e-3  # the reversed set still holds view k
+    assert any(p.trg_view is not None for p in suite.pairs.cross_inst)
+    # Cross-view tasks alone never compare two objects: nothing to refuse.
+    TaskSuite(["novel_view"], dm, num_pairs=3, split="train", out_dir=tmp_path / "out")
+
+
 class PoolTeacher:
     """Built lazily (the Teacher base imports the teacher package): 4x4 average pool, 3 → 6 channels."""
 
@@ -234,7 +293,9 @@ def _validate_in_process(
         enable_checkpointing=False,
     )
     trainer.validate(model, datamodule=dm, verbose=False)
-    return json.loads((out / "tasks" / "results.json").read_text())
+    results = json.loads((out / "tasks" / "results.json").read_text())
+    assert results.pop("protocol")["cross_inst_camera"] == "same"
+    return results
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import time
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
+from typing import Literal
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -104,6 +105,25 @@ class FeatureNeRFCLI(LightningCLI):
         parser.add_argument(
             "--tasks.image_size", type=int | None, default=None, help="default: data.image_size"
         )
+        parser.add_argument(
+            "--tasks.match_camera",
+            type=Literal["same", "nearest"],
+            default="same",
+            help="cross-instance pairs: the same view index, refused unless it is the same camera on both "
+            "objects (same), or the target's camera nearest in viewing direction (nearest)",
+        )
+        parser.add_argument(
+            "--tasks.baseline_min_deg",
+            type=float,
+            default=15.0,
+            help="smallest angle between the viewing directions of a drawn cross-view pair",
+        )
+        parser.add_argument(
+            "--tasks.baseline_max_deg",
+            type=float,
+            default=60.0,
+            help="largest angle between the viewing directions of a drawn cross-view pair",
+        )
 
     def _cfg(self):
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -119,7 +139,11 @@ class FeatureNeRFCLI(LightningCLI):
         if sub is None:  # parse-and-build only (tests, notebooks)
             return
         cfg = self.config[sub]
-        expand_tasks(cfg.get("task"))
+        if expand_tasks(cfg.get("task")):
+            from featurenerf.tasks.suite import check_pair_options
+
+            t = cfg.tasks
+            check_pair_options(t.match_camera, t.baseline_min_deg, t.baseline_max_deg)
         spec = cfg.data.teacher
         name = spec if isinstance(spec, str) else getattr(spec, "get", lambda _k: None)("name")
         if isinstance(name, str) and "." not in name:  # a registry name; dotted class paths import later
@@ -230,6 +254,9 @@ class FeatureNeRFCLI(LightningCLI):
                 pixelnerf_ckpt=t.pixelnerf_ckpt,
                 image_size=t.image_size,
                 out_dir=self.run_dir / "tasks",
+                match_camera=t.match_camera,
+                baseline_min_deg=t.baseline_min_deg,
+                baseline_max_deg=t.baseline_max_deg,
             )
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 

@@ -9,17 +9,30 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from featurenerf.cpu_allocator import keep_freed_memory
+from featurenerf.image_metrics import psnr_uint8, ssim_uint8
 from featurenerf.nerf.encoder import EncoderName
 from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
 from featurenerf.visualize import feature_pca_pair, save_image_grid
+
+
+def coord_loss(residual: Tensor, kind: str) -> Tensor:
+    """L_coord of one pass from per-ray residuals (B, R, 3) of the canonical-coordinate head.
+
+    ``release``: ``residual`` is the unweighted mean of x̂ − x over the ray's samples; the loss is its
+    square averaged over the three axes and the rays (the authors' ``MSELoss(mean, 0)``). ``weighted``:
+    ``residual`` is the colour-weighted Σ w (x̂ − x); the loss is its squared norm averaged over the rays.
+    """
+    if kind == "release":
+        return residual.pow(2).mean()
+    return residual.pow(2).sum(-1).mean()
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,6 +50,10 @@ class FeatureNeRF(L.LightningModule):
             :class:`~featurenerf.nerf.model.FeatureNeRFNet` (same names, same paper defaults).
         rgb_weight, distill_weight, coord_weight: loss weights (paper: 1 / 0.25 / 0.25), each applied to
             the coarse and the fine pass.
+        coord_loss: how L_coord reduces the canonical-coordinate residual x̂ − x along a ray.
+            ``release`` (the authors' code): its unweighted mean over all the pass's samples, squared and
+            averaged over the three axes and the rays. ``weighted``: its colour-weighted ray average
+            (Σ w (x̂ − x)), squared and summed over the axes, averaged over the rays.
         lr: Adam learning rate (1e-4, no decay).
         bbox_steps: draw training rays inside the object's 2D box for this many steps (paper: 100k).
         max_skip_fraction: stop with an error when more than this fraction of the last
@@ -74,6 +91,7 @@ class FeatureNeRF(L.LightningModule):
         rgb_weight: float = 1.0,
         distill_weight: float = 0.25,
         coord_weight: float = 0.25,
+        coord_loss: Literal["release", "weighted"] = "release",
         lr: float = 1e-4,
         bbox_steps: int = 100_000,
         max_skip_fraction: float = 0.2,
@@ -82,6 +100,8 @@ class FeatureNeRF(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        if coord_loss not in ("release", "weighted"):
+            raise ValueError(f"model.coord_loss: expected 'release' or 'weighted', got {coord_loss!r}")
         self.save_hyperparameters()
         self.net = FeatureNeRFNet.from_hparams(self.hparams)  # same names, same defaults (tested)
         if compile:
@@ -125,8 +145,9 @@ class FeatureNeRF(L.LightningModule):
         outputs = ["rgb"]
         if use_distill:
             outputs.append("features")
+        coords = "coords_mean" if h.coord_loss == "release" else "coords"
         if h.coord_weight > 0:
-            outputs.append("coords")
+            outputs.append(coords)
         out = self.net.render_rays(
             cond, rays["origins"], rays["dirs"], outputs, perturb=True, generator=self._generator()
         )
@@ -139,9 +160,8 @@ class FeatureNeRF(L.LightningModule):
             if use_distill:
                 terms[f"distill_{pass_name}"] = F.mse_loss(res["features"], rays["teacher"])
                 total = total + h.distill_weight * terms[f"distill_{pass_name}"]
-            if "coords" in res:
-                # Squared norm of the ray-averaged residual (prediction − true sample position).
-                terms[f"coord_{pass_name}"] = res["coords"].pow(2).sum(-1).mean()
+            if coords in res:
+                terms[f"coord_{pass_name}"] = coord_loss(res[coords], h.coord_loss)
                 total = total + h.coord_weight * terms[f"coord_{pass_name}"]
         terms["loss"] = total
         with torch.no_grad():
@@ -263,12 +283,11 @@ class FeatureNeRF(L.LightningModule):
                 feats.append(out["features"][0].permute(2, 0, 1))
         pred = torch.stack(preds).clamp(0, 1)
         copy = batch["src_images"][0, :1].expand_as(tgt)  # the trivial baseline: copy the input view
+        # Per-view PSNR / SSIM as pixelNeRF reports them (uint8 images, 7x7 uniform SSIM), averaged.
         log = {
-            "val/psnr": peak_signal_noise_ratio(
-                pred, tgt, data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean"
-            ),
-            "val/ssim": structural_similarity_index_measure(pred, tgt, data_range=1.0),
-            "val/psnr_copy_input": peak_signal_noise_ratio(copy, tgt, data_range=1.0, dim=(1, 2, 3)),
+            "val/psnr": psnr_uint8(pred, tgt).mean().to(pred.dtype),
+            "val/ssim": ssim_uint8(pred, tgt).mean().to(pred.dtype),
+            "val/psnr_copy_input": psnr_uint8(copy, tgt).mean().to(pred.dtype),
         }
         if feats:
             teacher = batch["tgt_teacher"][0]  # (T, D, h, w)

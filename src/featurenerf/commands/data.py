@@ -19,7 +19,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="featurenerf data", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="action", required=True)
 
-    synth = sub.add_parser("synth", help="procedurally generate part-annotated toy objects in the SRN layout")
+    synth = sub.add_parser(
+        "synth",
+        help="procedurally generate part-annotated toy objects in the SRN layout "
+        "(the objects of a split share one camera set: view k is the same camera for all)",
+    )
     synth.add_argument("--category", required=True, choices=("toycar", "toychair"))
     synth.add_argument("--out", required=True, type=Path, help="dataset root to create (or complete)")
     synth.add_argument("--objects", type=int, default=64, help="number of objects (default 64)")

@@ -106,12 +106,15 @@ class FeatureCache:
 
     def image_digest(self, record: ObjectRecord) -> str:
         """SHA-1 over the object's image files (names, sizes, bytes), remembered per file stat so the
-        per-step check in :meth:`load` costs one ``stat`` per image, not a read."""
-        stats = tuple((str(p), (s := os.stat(p)).st_size, s.st_mtime_ns) for p in record.rgb_paths)
+        per-step check in :meth:`load` costs one ``stat`` per image, not a read. A teacher that reads
+        other files of the object (an annotation oracle's ``input_files``) has those digested too."""
+        extra = getattr(self.teacher, "input_files", lambda _record: [])(record)
+        paths = [*record.rgb_paths, *extra]
+        stats = tuple((str(p), (s := os.stat(p)).st_size, s.st_mtime_ns) for p in paths)
         digest = self._digests.get(stats)
         if digest is None:
             h = hashlib.sha1()
-            for path in record.rgb_paths:
+            for path in paths:
                 data = Path(path).read_bytes()
                 h.update(f"{Path(path).name}:{len(data)}\n".encode())
                 h.update(data)
@@ -152,7 +155,9 @@ class FeatureCache:
                 f"expected {self.key}/{self.settings})",
             )
         if meta.get("images") != self.image_digest(record):
-            raise CacheError(path, "stale feature cache file (the object's images changed)")
+            reads = getattr(self.teacher, "input_files", lambda _record: [])(record)
+            what = "images or annotations" if reads else "images"
+            raise CacheError(path, f"stale feature cache file (the object's {what} changed)")
         expected = (record.num_views, self.feature_dim, *self.grid)
         crcs = meta.get("view_crc32", "").split(",")
         if shape != expected or len(crcs) != record.num_views:
@@ -264,7 +269,14 @@ class FeatureCache:
             loaded = [load_image_and_mask(p, self.image_size, self.background) for p in paths]
             images = torch.stack([im for im, _ in loaded])
             masks = torch.stack([m for _, m in loaded])[:, None] if self.mask_background else None
-            feats = self.teacher(images, mask=masks).float().cpu()
+            if getattr(self.teacher, "needs_annotations", False):
+                # An annotation oracle: it is told which (object, view) each image is.
+                from featurenerf.teachers.base import ViewSource
+
+                source = ViewSource(record, tuple(range(lo, lo + len(paths))))
+                feats = self.teacher(images, mask=masks, source=source).float().cpu()
+            else:
+                feats = self.teacher(images, mask=masks).float().cpu()
             if not torch.isfinite(feats).all():
                 raise CacheError(record.directory, f"teacher {self.key} returned non-finite features")
             chunks.append(feats.clamp(-_FP16_MAX, _FP16_MAX).half())

@@ -68,8 +68,10 @@ from featurenerf.rendering.bounds import Box, Sphere
 from featurenerf.rendering.compositing import composite, compositing_weights
 from featurenerf.rendering.sampling import depth_guided_samples, importance_samples, stratified_samples
 
-#: Names :meth:`FeatureNeRFNet.render_rays` can return per pass.
-RENDERABLE = ("rgb", "depth", "opacity", "features", "coords", "hidden")
+#: Names :meth:`FeatureNeRFNet.render_rays` can return per pass. ``coords`` is the colour-weighted ray
+#: average of the canonical-coordinate residual x̂ − x; ``coords_mean`` its unweighted mean over the
+#: pass's samples (the release's L_coord reads this one).
+RENDERABLE = ("rgb", "depth", "opacity", "features", "coords", "hidden", "coords_mean")
 
 
 @dataclass
@@ -185,6 +187,17 @@ class _Samples:
     values: dict[str, Tensor]
     index: Tensor | None
     sigma: Tensor
+
+
+def _residual_sum(samples: _Samples, n_rays: int, n: int) -> tuple[Tensor, Tensor]:
+    """[coords_mean] Per-ray sum (R, 3) of the coordinate residual over the evaluated samples, and their
+    count (R,) (every sample in training; render-time skipping leaves out the skipped ones)."""
+    res = samples.values["coords_res"]
+    if samples.index is None:
+        return res.reshape(n_rays, n, 3).sum(1), res.new_full((n_rays,), float(n))
+    ray = torch.div(samples.index, n, rounding_mode="floor")
+    total = res.new_zeros(n_rays, 3).index_add_(0, ray, res)
+    return total, torch.bincount(ray, minlength=n_rays).to(res.dtype)
 
 
 def bilinear_taps(
@@ -729,6 +742,18 @@ class FeatureNeRFNet(nn.Module):
             if "coarse" in passes:
                 sums["coarse"] = self._weighted_sums(coarse, [w_c], keep)[0]
 
+        # [coords_mean] unweighted per-ray mean of x̂ − x over each pass's samples (release L_coord).
+        if "coords_mean" in outputs:
+            means = {"coarse": _residual_sum(coarse, n_rays, z_c.shape[1])}
+            if self.reuse_coarse:
+                extra = _residual_sum(new, n_rays, z_new.shape[1])
+                means["fine"] = (means["coarse"][0] + extra[0], means["coarse"][1] + extra[1])
+            else:
+                means["fine"] = _residual_sum(fine, n_rays, z_f.shape[1])
+            for name, (total, count) in means.items():
+                if name in sums:
+                    sums[name]["coords_mean"] = total / count.clamp_min(1)[:, None]
+
         def finish(w: Tensor, z: Tensor, s: dict[str, Tensor]) -> dict[str, Tensor]:
             opacity = w.sum(-1)
             res: dict[str, Tensor] = {}
@@ -746,6 +771,8 @@ class FeatureNeRFNet(nn.Module):
                     res["features"] = F.linear(s["relu_hidden"], wf) + opacity[:, None] * bf
                 elif name == "coords":
                     res["coords"] = s["coords_res"]
+                elif name == "coords_mean":
+                    res["coords_mean"] = s["coords_mean"]
                 elif name == "hidden":
                     res["hidden"] = s["hidden"]
             return {k: v.reshape(b, r, *v.shape[1:]) for k, v in res.items()}
@@ -875,6 +902,9 @@ class FeatureNeRFNet(nn.Module):
                 # Residual of the canonical-coordinate head against the true sample position,
                 # averaged along the ray with the colour weights (zero on a perfect prediction).
                 res["coords"] = composite(w, raw["coords"] - xyz)
+            elif name == "coords_mean":
+                # [coords_mean] unweighted mean of the residual over the pass's samples (release L_coord).
+                res["coords_mean"] = (raw["coords"] - xyz).mean(-2)
             elif name == "hidden":
                 res["hidden"] = composite(w, raw["hidden"])
             else:

@@ -1,8 +1,16 @@
 """Write a synthetic annotated dataset (the format of :mod:`featurenerf.data.annotations`) to disk.
 
-Determinism: object ``i`` is built from ``SeedSequence([seed, i])`` alone (shape, cameras and surface
-points each get their own child stream), and the split assignment from ``seed`` and the fractions, so the
-same arguments give byte-identical files (PNG, text, and ``points.npz`` written with fixed zip timestamps).
+Determinism: object ``i`` is built from ``SeedSequence([seed, i])`` alone (shape and surface points each
+get their own child stream), the split assignment from ``seed`` and the fractions, and each split's cameras
+from ``seed`` and the split's name, so the same arguments give byte-identical files (PNG, text, and
+``points.npz`` written with fixed zip timestamps).
+
+Cameras: every object of a split is rendered from one shared camera set (view k is the same camera for
+all of them), as SRN's test views are. Cross-instance comparisons (view k of object A against view k of
+object B) then compare the same viewpoint, which pixelNeRF-style features need: they live in the input
+camera's frame. Each split draws its own set (train, val and test sets differ), so held-out evaluation
+uses viewpoints never seen in training, as SRN's test spiral is not among its training views; a set does
+not depend on the number of objects, so adding objects never moves the cameras.
 
 Crash safety: each object is written into ``<root>/.staging/`` and renamed into its split folder only when
 complete, so a killed run never leaves a half object that looks finished; re-running completes the missing
@@ -33,7 +41,7 @@ from featurenerf.io import atomic_write_json
 NEAR, FAR = 0.8, 1.8
 POINTS_PER_OBJECT = 4000
 _STAGING = ".staging"
-_VERSION = 1
+_VERSION = 2  # 2: one shared camera set per split (1: per-object cameras)
 
 
 def assign_splits(objects: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
@@ -83,8 +91,26 @@ def _fmt(x: float) -> str:
 
 
 def _streams(seed: int, index: int) -> list[np.random.Generator]:
-    """Independent generators for object ``index``'s shape, cameras and surface points."""
+    """Independent generators for object ``index``'s shape, (formerly) cameras and surface points.
+
+    Three children are still spawned so shapes and points keep the streams they had when cameras were
+    per-object; the middle one is unused.
+    """
     return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3)]
+
+
+# Tag that keeps the split camera streams apart from the object streams ``[seed, index]``.
+_CAMERA_TAG = 104729
+
+
+def split_cameras(category: str, split: str, views: int, seed: int) -> np.ndarray:
+    """The shared camera set ``(views, 4, 4)`` (OpenCV camera-to-world) of every object in ``split``.
+
+    Drawn from ``SeedSequence([seed, _CAMERA_TAG, split index])``: deterministic for a seed, different
+    per split, independent of the number of objects.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _CAMERA_TAG, SPLITS.index(split)]))
+    return sample_cameras(category, views, rng)
 
 
 def object_shape(category: str, seed: int, index: int) -> Shape:
@@ -92,14 +118,17 @@ def object_shape(category: str, seed: int, index: int) -> Shape:
     return make_shape(category, _streams(seed, index)[0])
 
 
-def render_object(category: str, index: int, views: int, size: int, seed: int, out_dir: Path) -> None:
-    """Generate object ``index`` and write its files into the (empty, existing) folder ``out_dir``.
+def render_object(
+    category: str, index: int, views: int, size: int, seed: int, split: str, out_dir: Path
+) -> None:
+    """Generate object ``index`` of ``split`` and write its files into the (empty, existing) folder ``out_dir``.
 
-    Files are plain writes: the folder is the atomic unit (the caller renames it into place).
+    Its views are the split's shared cameras (:func:`split_cameras`). Files are plain writes: the folder
+    is the atomic unit (the caller renames it into place).
     """
-    shape_rng, camera_rng, points_rng = _streams(seed, index)
+    shape_rng, _, points_rng = _streams(seed, index)
     shape = make_shape(category, shape_rng)
-    poses = sample_cameras(category, views, camera_rng)
+    poses = split_cameras(category, split, views, seed)
     for sub in ("rgb", "pose", "parts"):
         (out_dir / sub).mkdir()
     for v, c2w in enumerate(poses):
@@ -124,7 +153,7 @@ def _job(args: tuple) -> str:
         return "skipped"
     staging = Path(tempfile.mkdtemp(prefix=f"{object_name(index)}.", dir=root / _STAGING))
     try:
-        render_object(category, index, views, size, seed, staging)
+        render_object(category, index, views, size, seed, split, staging)
         final.parent.mkdir(exist_ok=True)
         staging.rename(final)
     except BaseException:
@@ -164,6 +193,7 @@ def generate_dataset(
         "size": size,
         "seed": seed,
         "split_fractions": [float(x) for x in split_fractions],
+        "cameras": "shared_per_split",
     }
     record = root / "synth.json"
     if record.exists():
