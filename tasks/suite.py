@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from featurenerf.data.srn import DataError
 from featurenerf.io import atomic_write, atomic_write_json
+from featurenerf.ranges import NonNegativeInt, PositiveInt
 
 from .base import TASKS, Task, TaskContext
 from .data import PairItems, ShardSampler, single_item
@@ -52,15 +53,15 @@ class TaskSuite:
         self,
         tasks: Sequence[str],
         datamodule,
-        num_pairs: int = 1000,
+        num_pairs: PositiveInt = 1000,
         pairs_file: str | None = None,
         split: str = "test",
         seed: int = 0,
         pixelnerf_ckpt: str | None = None,
-        image_size: int | None = None,
+        image_size: PositiveInt | None = None,
         out_dir: str | Path = "outputs/tasks",
-        pictures: int = 2,
-        cache_mb: int = 1024,
+        pictures: NonNegativeInt = 2,
+        cache_mb: NonNegativeInt = 1024,
     ) -> None:
         names = list(dict.fromkeys(tasks))
         if not names:

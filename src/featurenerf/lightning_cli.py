@@ -21,6 +21,7 @@ from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.module import FeatureNeRF, TrainingDiverged
+from featurenerf.ranges import PositiveInt, range_error_message
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
 RUN_DIR_ENV = "FEATURENERF_RUN_DIR"
@@ -89,7 +90,9 @@ class FeatureNeRFCLI(LightningCLI):
             help="tasks to evaluate as validation loops: keypoints_2d keypoints_3d part_seg_2d part_seg_3d "
             "novel_view, or the groups part_seg / keypoints",
         )
-        parser.add_argument("--tasks.num_pairs", type=int, default=1000, help="pairs per kind (paper: 1000)")
+        parser.add_argument(
+            "--tasks.num_pairs", type=PositiveInt, default=1000, help="pairs per kind (paper: 1000)"
+        )
         parser.add_argument(
             "--tasks.pairs_file", type=str | None, default=None, help="FeatureNeRF pairs JSON"
         )
@@ -102,7 +105,7 @@ class FeatureNeRFCLI(LightningCLI):
             help="checkpoint of a model trained without distillation",
         )
         parser.add_argument(
-            "--tasks.image_size", type=int | None, default=None, help="default: data.image_size"
+            "--tasks.image_size", type=PositiveInt | None, default=None, help="default: data.image_size"
         )
 
     def _cfg(self):
@@ -131,6 +134,10 @@ class FeatureNeRFCLI(LightningCLI):
             except UnknownNameError as err:
                 raise UnknownNameError(f"data.teacher: {err}") from None
         require_data_root(cfg.data.root)
+        if cfg.model.far <= cfg.model.near:  # each is range-checked by its type, the pair only here
+            from featurenerf.data.srn import DataError
+
+            raise DataError(f"model.far: {cfg.model.far} must be greater than model.near ({cfg.model.near})")
         ckpt = cfg.get("ckpt_path")
         named = ckpt in ("last", "best", "hpc", "registry") or "://" in str(ckpt)
         if ckpt and not named and not Path(ckpt).is_file():
@@ -339,7 +346,7 @@ def run_lightning(command: str, args: list[str]) -> int:
             parser_kwargs={"exit_on_error": False},
         )
     except ArgumentError as err:  # an unknown key, a bad value: jsonargparse's message, on one line
-        message = " ".join(str(err).split())
+        message = range_error_message(str(err)) or " ".join(str(err).split())
         print(f"featurenerf: error: {message}; see `featurenerf {command} --help`", file=sys.stderr)
         return 2
     except Exception as err:

@@ -18,6 +18,16 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from featurenerf.cpu_allocator import keep_freed_memory
 from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
+from featurenerf.ranges import (
+    ClosedUnitInterval,
+    EncoderLayers,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    UnitIntervalBelowOne,
+    plain_numbers,
+)
 from featurenerf.visualize import feature_pca_pair, save_image_grid
 
 
@@ -48,39 +58,42 @@ class FeatureNeRF(L.LightningModule):
 
     def __init__(
         self,
-        feature_dim: int = 384,
-        encoder_layers: int = 4,
+        feature_dim: NonNegativeInt = 384,
+        encoder_layers: EncoderLayers = 4,
         encoder_weights: str | None = None,
-        d_hidden: int = 512,
-        n_blocks: int = 5,
-        n_inject: int = 3,
-        combine_layer: int = 3,
-        num_freqs: int = 6,
-        freq_factor: float = 1.5,
+        d_hidden: PositiveInt = 512,
+        n_blocks: PositiveInt = 5,
+        n_inject: NonNegativeInt = 3,
+        combine_layer: NonNegativeInt = 3,
+        num_freqs: NonNegativeInt = 6,
+        freq_factor: PositiveFloat = 1.5,
         use_viewdirs: bool = True,
-        n_coarse: int = 64,
-        n_fine: int = 16,
-        n_fine_depth: int = 16,
-        depth_std: float = 0.01,
-        near: float = 0.8,
-        far: float = 1.8,
+        n_coarse: PositiveInt = 64,
+        n_fine: NonNegativeInt = 16,
+        n_fine_depth: NonNegativeInt = 16,
+        depth_std: NonNegativeFloat = 0.01,
+        near: NonNegativeFloat = 0.8,
+        far: PositiveFloat = 1.8,
         background: str = "white",
         reuse_coarse: bool = True,
-        scene_radius: float | None = None,
-        stop_transmittance: float = 0.0,
-        chunk: int = 4096,
-        rgb_weight: float = 1.0,
-        distill_weight: float = 0.25,
-        coord_weight: float = 0.25,
-        lr: float = 1e-4,
-        bbox_steps: int = 100_000,
-        max_skip_fraction: float = 0.2,
-        skip_grace_steps: int = 20,
-        val_pictures: int = 2,
+        scene_radius: PositiveFloat | None = None,
+        stop_transmittance: UnitIntervalBelowOne = 0.0,
+        chunk: PositiveInt = 4096,
+        rgb_weight: NonNegativeFloat = 1.0,
+        distill_weight: NonNegativeFloat = 0.25,
+        coord_weight: NonNegativeFloat = 0.25,
+        lr: PositiveFloat = 1e-4,
+        bbox_steps: NonNegativeInt = 100_000,
+        max_skip_fraction: ClosedUnitInterval = 0.2,
+        skip_grace_steps: NonNegativeInt = 20,
+        val_pictures: NonNegativeInt = 2,
         compile: bool = False,
     ) -> None:
+        # The config parser passes range-checked numbers as int/float subclasses; checkpoints (loaded with
+        # weights_only=True) and logged hyper-parameters hold plain numbers.
+        init_args = plain_numbers({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(init_args)
         self.net = FeatureNeRFNet.from_hparams(self.hparams)  # same names, same defaults (tested)
         if compile:
             self.net.mlp = torch.compile(self.net.mlp)
