@@ -256,6 +256,23 @@ def check_checkpoint_width(ckpt_path: str | None, model: FeatureNeRF, trust: boo
         )
 
 
+def _task_args(args: list[str]) -> list[str]:
+    """The raw values of ``--task`` on a command line (``--task a b``, ``--task=a,b``), before parsing."""
+    names: list[str] = []
+    taking = False
+    for arg in args:
+        if arg.startswith("--task="):
+            names.append(arg.split("=", 1)[1])
+            taking = False
+        elif arg == "--task":
+            taking = True
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            names.append(arg)
+    return names
+
+
 def _implicit_validate_args(command: str, args: list[str]) -> list[str]:
     """``validate``/``test`` with no config or checkpoint: take the latest run's (and say so)."""
     has_config = any(a in ("-c", "--config") or a.startswith("--config=") for a in args)
@@ -334,6 +351,7 @@ def run_lightning(command: str, args: list[str]) -> int:
     owns_run_dir = RUN_DIR_ENV not in os.environ  # DDP workers inherit it; a later in-process run must not
     try:
         if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
+            expand_tasks(_task_args(args))  # an unknown task is named before any run or checkpoint lookup
             args = _implicit_validate_args(command, args)
         cli = FeatureNeRFCLI(
             FeatureNeRF,
