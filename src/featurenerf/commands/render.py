@@ -56,6 +56,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature shown as PCA colours: the internal v_NeRF (default) or the distilled head",
     )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="read a checkpoint that holds pickled Python objects (full unpickling runs code: only for "
+        "files you trust); featurenerf's own checkpoints never need it",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -91,7 +97,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
 
     from featurenerf.api import load, load_view, training_image_size
 
-    net = load(args.ckpt, args.device)
+    net = load(args.ckpt, args.device, trust=args.trust, trust_hint="if you trust the file, pass --trust")
     size = args.size or training_image_size(args.ckpt)
     view = load_view(args.image, net, args.pose, args.intrinsics, size).to(args.device)
     prog = f"featurenerf {args.command}"
