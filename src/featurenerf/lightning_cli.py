@@ -112,6 +112,7 @@ class FeatureNeRFCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def parse_arguments(self, parser, args) -> None:
+        self.command_line = [str(a) for a in args or []]  # what the user typed, as opposed to config files
         super().parse_arguments(parser, args)
         self._check_arguments()
 
@@ -192,6 +193,7 @@ class FeatureNeRFCLI(LightningCLI):
         else:
             ckpt = cfg.get("ckpt_path")
             run = Path(ckpt).resolve().parent.parent if ckpt and Path(ckpt).exists() else root / "eval"
+            self._evaluate_every_pair(cfg)
         if sub is None:  # parse-and-build only (tests, notebooks): no run folder
             self.run_dir = root
             return
@@ -200,6 +202,20 @@ class FeatureNeRFCLI(LightningCLI):
         cfg.trainer.default_root_dir = str(run)
         if cfg.trainer.logger not in (None, True, False):
             _set_save_dir(cfg.trainer.logger, run)
+
+    def _evaluate_every_pair(self, cfg) -> None:
+        """A validate that names tasks evaluates every pair: a config's ``trainer.limit_val_batches`` (a
+        fit config's quick check during training) is dropped unless the command line sets it."""
+        limit = cfg.trainer.get("limit_val_batches")
+        typed = any(a.startswith("--trainer.limit_val_batches") for a in getattr(self, "command_line", []))
+        if not expand_tasks(cfg.get("task")) or limit in (None, 1.0) or typed:
+            return
+        cfg.trainer.limit_val_batches = None
+        print(
+            f"{self.subcommand}: evaluating every pair (the config's trainer.limit_val_batches {limit} is for "
+            "fit; pass --trainer.limit_val_batches to cap the tasks)",
+            file=sys.stderr,
+        )
 
     def after_instantiate_classes(self) -> None:
         sub = self.subcommand
@@ -349,6 +365,7 @@ def run_lightning(command: str, args: list[str]) -> int:
         TeacherCheckpointError,
     )
     owns_run_dir = RUN_DIR_ENV not in os.environ  # DDP workers inherit it; a later in-process run must not
+    started = time.monotonic()
     try:
         if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
             expand_tasks(_task_args(args))  # an unknown task is named before any run or checkpoint lookup
@@ -380,4 +397,17 @@ def run_lightning(command: str, args: list[str]) -> int:
             os.environ.pop(RUN_DIR_ENV, None)
     if command == "fit":
         print_wandb_hint(cli.trainer)
+    elif command in ("validate", "test"):
+        print(f"{command}: finished in {format_duration(time.monotonic() - started)}", file=sys.stderr)
     return 0
+
+
+def format_duration(seconds: float) -> str:
+    """``42.1 s``, ``3 min 07 s`` or ``2 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
