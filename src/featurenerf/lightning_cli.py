@@ -21,6 +21,7 @@ from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.module import FeatureNeRF, TrainingDiverged
+from featurenerf.progress import ProgressLog, default_progress_bar, format_duration
 from featurenerf.ranges import PositiveInt, range_error_message
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
@@ -79,6 +80,8 @@ class FeatureNeRFCLI(LightningCLI):
         parser.link_arguments(
             "data", "model.background", compute_fn=lambda d: d.background, apply_on="instantiate"
         )
+        # Plain progress lines (step, rate, losses, ETA) when stdout is not a terminal.
+        parser.add_lightning_class_args(ProgressLog, "progress")
         parser.add_argument(
             "--run_name", type=str | None, default=None, help="run folder name (default: timestamp)"
         )
@@ -107,6 +110,14 @@ class FeatureNeRFCLI(LightningCLI):
         parser.add_argument(
             "--tasks.image_size", type=PositiveInt | None, default=None, help="default: data.image_size"
         )
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with :class:`~featurenerf.progress.EpochProgressBar` as its default bar."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        kwargs.setdefault("callbacks", callbacks + default_progress_bar(config, callbacks))
+        return super().instantiate_trainer(**kwargs)
 
     def _cfg(self):
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -400,14 +411,3 @@ def run_lightning(command: str, args: list[str]) -> int:
     elif command in ("validate", "test"):
         print(f"{command}: finished in {format_duration(time.monotonic() - started)}", file=sys.stderr)
     return 0
-
-
-def format_duration(seconds: float) -> str:
-    """``42.1 s``, ``3 min 07 s`` or ``2 h 05 min``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
