@@ -182,7 +182,7 @@ class TaskSuite:
                 models=models,
                 picture_dir=None if sanity else self.out_dir / "pictures",
                 pictures=self.num_pictures,
-                step=int(getattr(module, "global_step", 0)),
+                step=trained_steps(module),
                 num_parts=len(meta.part_names) if meta is not None else 8,
                 num_keypoints=len(meta.keypoint_names) if meta is not None else 16,
             )
@@ -222,7 +222,7 @@ class TaskSuite:
                 # Already reduced over ranks, so equal on all of them; "max" keeps them bit-exact.
                 module.log_dict(flat, add_dataloader_idx=False, batch_size=1, sync_dist=True, reduce_fx="max")
         if trainer is None or trainer.is_global_zero:
-            step = int(getattr(module, "global_step", 0))
+            step = trained_steps(module)
             self.write(results, step)
             print(self.table(results, step), flush=True)
         return results
@@ -266,6 +266,11 @@ class TaskSuite:
         with atomic_write(self.out_dir / "results.md", "w") as fh:
             fh.write(self.table(results, step) + "\n")
         write_pairs_file(self.out_dir / "pairs.json", self.pairs)
+
+
+def trained_steps(module) -> int:
+    """The step of the evaluated weights (the loaded checkpoint's in ``validate``, not the trainer's 0)."""
+    return int(getattr(module, "trained_steps", getattr(module, "global_step", 0)))
 
 
 def format_value(metric: str, value: float | None) -> str:

@@ -60,3 +60,11 @@ def print_wandb_hint(trainer, file=None) -> None:
     for run in wandb_offline_dirs(trainer):
         shown = _display(run)
         print(f"wandb: offline run in {shown}; upload with: wandb sync {shown}", file=file or sys.stderr)
+
+
+def finish_wandb_runs(trainer) -> None:
+    """End the wandb runs a finished command logged to. Lightning leaves them open, so a second command in
+    the same process (``make demo``'s fit then validate) would warn and append to the first run."""
+    for logger in getattr(trainer, "loggers", []):
+        if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish()

@@ -246,7 +246,9 @@ class FeatureNeRFCLI(LightningCLI):
         ckpt_cb = self.trainer.checkpoint_callback
         if ckpt_cb is not None:
             if ckpt_cb.dirpath is None:
-                ckpt_cb.dirpath = str(self.run_dir / "checkpoints")
+                # The real path, as validate derives the run from the resolved --ckpt_path: the dirpath
+                # saved in the checkpoint then matches (Lightning warns "The dirpath has changed" otherwise).
+                ckpt_cb.dirpath = os.path.realpath(self.run_dir / "checkpoints")
             ckpt_cb.save_last = True
         check_checkpoint_width(cfg.get("ckpt_path"), self.model, trust=cfg.get("weights_only") is False)
         tasks = expand_tasks(cfg.get("task"))
@@ -355,7 +357,7 @@ def run_lightning(command: str, args: list[str]) -> int:
     import featurenerf.teachers as teachers
 
     teachers.TEACHERS.load_plugins()  # third-party teachers are registered before the config is parsed
-    from featurenerf.console import print_wandb_hint, quiet_lightning
+    from featurenerf.console import finish_wandb_runs, print_wandb_hint, quiet_lightning
 
     quiet_lightning()
     # DrawSampler resumes mid-epoch exactly (the position comes from the restored step count); Lightning
@@ -410,4 +412,5 @@ def run_lightning(command: str, args: list[str]) -> int:
         print_wandb_hint(cli.trainer)
     elif command in ("validate", "test"):
         print(f"{command}: finished in {format_duration(time.monotonic() - started)}", file=sys.stderr)
+    finish_wandb_runs(cli.trainer)
     return 0

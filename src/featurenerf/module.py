@@ -208,9 +208,17 @@ class FeatureNeRF(L.LightningModule):
         checkpoint["skip_window"] = self.recent_skips.tolist()  # plain bools: loads with weights_only
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # validate/test restore the weights but not the trainer's step; reports name the trained step
+        self._checkpoint_step = int(checkpoint.get("global_step", 0))
         window = checkpoint.get("skip_window")
         if window is not None and len(window) == len(self.recent_skips):
             self.recent_skips.copy_(torch.tensor(window, dtype=torch.bool))
+
+    @property
+    def trained_steps(self) -> int:
+        """Optimisation steps behind the current weights: the trainer's step during ``fit``, the loaded
+        checkpoint's step in ``validate``/``test`` (where the trainer's own count starts at 0)."""
+        return max(self.global_step, getattr(self, "_checkpoint_step", 0))
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
@@ -244,11 +252,9 @@ class FeatureNeRF(L.LightningModule):
             return
         means = {k: sum(v) / len(v) for k, v in values.items()}
         means["objects"] = len(values["val/psnr"])
-        means["step"] = self.global_step
+        means["step"] = self.trained_steps
         line = (
-            f"novel views of {means['objects']} held-out objects"
-            + (f" at step {self.global_step}" if self.trainer.state.fn == "fit" else "")
-            + ": "
+            f"novel views of {means['objects']} held-out objects at step {self.trained_steps}: "
             f"PSNR {means['val/psnr']:.2f} dB (copy-the-input baseline {means['val/psnr_copy_input']:.2f} dB), "
             f"SSIM {means['val/ssim']:.3f}"
         )
@@ -298,7 +304,7 @@ class FeatureNeRF(L.LightningModule):
 
     def _save_pictures(self, batch: dict, pred: Tensor, feats: list[Tensor], batch_idx: int) -> None:
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "pictures"
-        step = self.global_step
+        step = self.trained_steps
         src = batch["src_images"][0, 0]
         rows = [[src, p, t] for p, t in zip(pred, batch["tgt_images"][0])]
         path = save_image_grid(
