@@ -170,8 +170,13 @@ def test_render_writes_frames_sheet_gif_and_cameras(sphere_ckpt, view_files, tmp
         assert gif.n_frames == 4 and gif.size == (3 * SIZE, SIZE)  # rgb | depth | features per frame
         assert gif.info["loop"] == 0 and gif.info["duration"] == 120  # 8 fps in 1/100 s
     with Image.open(out / "contact_sheet.png") as sheet:
-        # image_grid: 3 rows (rgb, depth, features) x 4 frames, 2-px padding
-        assert sheet.size == (4 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2)
+        # image_grid: 3 rows (rgb, depth, features) x 4 frames, 2-px padding, a left margin of row labels
+        margin = sheet.width - 4 * (SIZE + 2)
+        assert sheet.height == 3 * (SIZE + 2) + 2 and margin > 40
+        labels = np.asarray(sheet.convert("L"))[:, : margin - 2]
+        for row in range(3):  # each row's label is written beside it
+            band = labels[2 + row * (SIZE + 2) : (row + 1) * (SIZE + 2)]
+            assert (band < 128).any(), row
     with Image.open(out / "input.png") as im:
         assert im.size == (SIZE, SIZE)
     cams = np.load(out / "cameras.npz")

@@ -251,11 +251,13 @@ def write_outputs(
         save_png(depth[k], out / "frames" / f"depth_{k:03d}.png")
         save_png(feats[k], out / "frames" / f"features_{k:03d}.png")
     written["frames"] = out / "frames"
-    rows = []
+    rows, labels = [], []
     for start in range(0, rgb.shape[0], FRAMES_PER_BAND):
         band = slice(start, start + FRAMES_PER_BAND)
         rows += [list(rgb[band]), list(depth[band]), list(feats[band])]
-    written["contact_sheet"] = save_png(image_grid(rows), out / "contact_sheet.png")
+        labels += ["RGB", "depth", "features (PCA)"]
+    sheet = image_grid(rows, row_labels=labels)
+    written["contact_sheet"] = save_png(sheet, out / "contact_sheet.png")
     strips = [to_uint8(torch.cat([r, d, f], dim=-1)) for r, d, f in zip(rgb, depth, feats)]
     written["gif"] = save_gif(strips, out / "orbit.gif", fps)
     cameras = {"poses": render.poses.numpy(), "focal": render.focal.numpy(), "c": render.c.numpy()}
