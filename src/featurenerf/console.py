@@ -68,3 +68,13 @@ def finish_wandb_runs(trainer) -> None:
     for logger in getattr(trainer, "loggers", []):
         if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
             logger.experiment.finish()
+
+
+def bar_options(file=None) -> dict:
+    """Extra ``tqdm`` arguments for a bar written to ``file`` (default stderr): none on a terminal; in a
+    log file (nohup, CI, ``make demo > log``) an update every 30 s instead of several a second, in ASCII."""
+    file = file or sys.stderr
+    isatty = getattr(file, "isatty", None)
+    if callable(isatty) and isatty():
+        return {}
+    return {"mininterval": 30.0, "ascii": True}

@@ -110,7 +110,17 @@ class ProgressLog(Callback):
         totals = list(trainer.num_val_batches or [])
         total = int(totals[dataloader_idx]) if dataloader_idx < len(totals) else 0
         if done % self.every_n_steps == 0 or done == total:
-            print(f"validation loader {dataloader_idx}: {done}/{total} batches", flush=True)
+            print(f"validation {_loader_name(pl_module, dataloader_idx)}: {done}/{total} batches", flush=True)
+
+
+def _loader_name(pl_module, dataloader_idx: int) -> str:
+    """Loader 0 is the module's novel views; loaders 1.. are the task suite's tasks, in order."""
+    if dataloader_idx == 0:
+        return "novel views"
+    tasks = getattr(getattr(pl_module, "tasks", None), "tasks", None) or []
+    if dataloader_idx - 1 < len(tasks):
+        return str(getattr(tasks[dataloader_idx - 1], "name", f"loader {dataloader_idx}"))
+    return f"loader {dataloader_idx}"
 
 
 class EpochProgressBar(RichProgressBar):
