@@ -89,11 +89,11 @@ class FeatureNeRF(L.LightningModule):
         val_pictures: NonNegativeInt = 2,
         compile: bool = False,
     ) -> None:
-        # The config parser passes range-checked numbers as int/float subclasses; checkpoints (loaded with
-        # weights_only=True) and logged hyper-parameters hold plain numbers.
-        init_args = plain_numbers({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         super().__init__()
-        self.save_hyperparameters(init_args)
+        self.save_hyperparameters()
+        # jsonargparse hands range-checked numbers over as int/float subclasses (LightningCLI saves its
+        # plain config dump instead); checkpoints, loaded with weights_only=True, hold plain numbers.
+        self.hparams.update(plain_numbers(self.hparams))
         self.net = FeatureNeRFNet.from_hparams(self.hparams)  # same names, same defaults (tested)
         if compile:
             self.net.mlp = torch.compile(self.net.mlp)
