@@ -55,3 +55,17 @@ def test_the_cli_installs_the_epoch_bar_unless_bars_are_off():
 
 def test_format_duration():
     assert [format_duration(s) for s in (4.25, 187, 7500)] == ["4.2 s", "3 min 07 s", "2 h 05 min"]
+
+
+def test_tqdm_bars_update_rarely_in_a_log_file(tmp_path):
+    import io
+
+    from featurenerf.console import bar_options
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert bar_options(Terminal()) == {}
+    with open(tmp_path / "log", "w") as log:
+        assert bar_options(log) == {"mininterval": 30.0, "ascii": True}
