@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from featurenerf.data.srn import DataError
 from featurenerf.io import atomic_write, atomic_write_json
+from featurenerf.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from .base import TASKS, Task, TaskContext
 from .data import PairItems, ShardSampler, single_item
@@ -67,18 +68,18 @@ class TaskSuite:
         self,
         tasks: Sequence[str],
         datamodule,
-        num_pairs: int = 1000,
+        num_pairs: PositiveInt = 1000,
         pairs_file: str | None = None,
         split: str = "test",
         seed: int = 0,
         pixelnerf_ckpt: str | None = None,
-        image_size: int | None = None,
+        image_size: PositiveInt | None = None,
         out_dir: str | Path = "outputs/tasks",
-        pictures: int = 2,
-        cache_mb: int = 1024,
+        pictures: NonNegativeInt = 2,
+        cache_mb: NonNegativeInt = 1024,
         match_camera: str = "same",
-        baseline_min_deg: float = DEFAULT_BASELINE_DEG[0],
-        baseline_max_deg: float = DEFAULT_BASELINE_DEG[1],
+        baseline_min_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[0],
+        baseline_max_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[1],
     ) -> None:
         names = list(dict.fromkeys(tasks))
         if not names:
@@ -245,7 +246,7 @@ class TaskSuite:
                 models=models,
                 picture_dir=None if sanity else self.out_dir / "pictures",
                 pictures=self.num_pictures,
-                step=int(getattr(module, "global_step", 0)),
+                step=trained_steps(module),
                 num_parts=len(meta.part_names) if meta is not None else 8,
                 num_keypoints=len(meta.keypoint_names) if meta is not None else 16,
             )
@@ -285,7 +286,7 @@ class TaskSuite:
                 # Already reduced over ranks, so equal on all of them; "max" keeps them bit-exact.
                 module.log_dict(flat, add_dataloader_idx=False, batch_size=1, sync_dist=True, reduce_fx="max")
         if trainer is None or trainer.is_global_zero:
-            step = int(getattr(module, "global_step", 0))
+            step = trained_steps(module)
             self.write(results, step)
             print(self.table(results, step), flush=True)
         return results
@@ -348,6 +349,11 @@ def check_pair_options(match_camera: str, baseline_min_deg: float, baseline_max_
             "--tasks.baseline_min_deg / --tasks.baseline_max_deg: need 0 <= min <= max <= 180 degrees, "
             f"got {baseline_min_deg:g} and {baseline_max_deg:g}"
         )
+
+
+def trained_steps(module) -> int:
+    """The step of the evaluated weights (the loaded checkpoint's in ``validate``, not the trainer's 0)."""
+    return int(getattr(module, "trained_steps", getattr(module, "global_step", 0)))
 
 
 def format_value(metric: str, value: float | None) -> str:

@@ -102,7 +102,9 @@ def test_bad_checkpoints_are_one_line_naming_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt: checkpoint file not found"):
         featurenerf.load(tmp_path / "missing.ckpt")
     (tmp_path / "text.ckpt").write_text("hello")
-    with pytest.raises(DataError, match=r"text\.ckpt: not a readable checkpoint") as err:
+    with pytest.raises(
+        DataError, match=r"text\.ckpt: not a checkpoint \(not a file torch.save writes\)"
+    ) as err:
         featurenerf.load(tmp_path / "text.ckpt")
     assert "\n" not in str(err.value)
     torch.save({"state_dict": {"x": torch.zeros(1)}, "hyper_parameters": {}}, tmp_path / "other.ckpt")

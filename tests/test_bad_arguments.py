@@ -142,3 +142,14 @@ def test_checkpoint_from_another_teacher_width(toy_root, tmp_path, capfd):
         "use the teacher it was trained with (data.teacher)"
     ]
     assert "Traceback" not in "\n".join(err)
+
+
+def test_unknown_task_is_named_before_the_latest_run_is_looked_up(tmp_path, monkeypatch, capfd):
+    # `validate --task nonsense` exactly as typed, where the latest run has no checkpoint yet
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "runs" / "unfinished").mkdir(parents=True)
+    (tmp_path / "outputs" / "runs" / "unfinished" / "config.yaml").write_text("{}\n")
+    rc, err = _run(["validate", "--task", "nonsense"], capfd)
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("featurenerf: error: --task: unknown task 'nonsense'; known tasks: ")
+    assert "part_seg_2d" in err[0] and "keypoints" in err[0]

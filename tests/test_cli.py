@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,29 @@ def test_validate_without_config_takes_the_latest_run(trained_run, monkeypatch, 
     captured = capsys.readouterr()
     assert "config.yaml" in captured.err and "last.ckpt" in captured.err and "latest run" in captured.err
     assert "val/psnr" in captured.out
+
+
+def test_validate_naming_tasks_evaluates_every_pair_and_says_how_long(trained_run, monkeypatch, capsys):
+    # As a user types it: the latest run's fit config caps validation at limit_val_batches 6, which must
+    # not cap the task loops (8 pairs here: 4 cross-instance + 4 cross-view).
+    monkeypatch.chdir(trained_run.parent.parent)
+    link = Path("outputs/runs")
+    link.parent.mkdir(exist_ok=True)
+    if not link.exists():
+        link.symlink_to(trained_run.parent, target_is_directory=True)
+    assert "limit_val_batches: 6" in (trained_run / "config.yaml").read_text()
+    args = ["validate", "--task", "part_seg_2d", "--tasks.num_pairs", "4", "--tasks.split", "train"]
+    assert main([*args, "--trainer.enable_progress_bar=false"]) == 0
+    captured = capsys.readouterr()
+    assert "evaluating every pair (the config's trainer.limit_val_batches 6 is for fit" in captured.err
+    assert re.search(r"^validate: finished in \d", captured.err, re.M), captured.err
+    assert "validation part_seg_2d: 8/8 batches" in captured.out  # progress lines: stdout is not a terminal
+    results = (trained_run / "tasks" / "results.md").read_text()
+    assert "4 cross-instance and 4 cross-view pairs" in results and "limit_val_batches" not in results
+
+    # Typed on the command line, the cap holds (and the results say so).
+    assert main([*args, "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=3"]) == 0
+    assert "only 3 of 8 pairs" in (trained_run / "tasks" / "results.md").read_text()
 
 
 def test_checkpoint_from_another_teacher_width_is_refused(trained_run, capsys):

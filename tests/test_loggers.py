@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 from featurenerf.cli import main
@@ -69,3 +70,32 @@ def test_wandb_offline_fit_prints_the_sync_line_and_no_tips(toy_root, tmp_path, 
     assert Path(run).is_dir() and Path(run).parent == Path("runs/one/wandb")
     assert list(Path(run).glob("*.wandb"))  # the offline log `wandb sync` uploads
     assert "💡 Tip" not in err and "LeafSpec" not in err and "args parameter is intended" not in err
+
+
+def test_fit_then_validate_in_one_process_is_quiet_and_names_the_trained_step(
+    toy_root, tmp_path, capfd, monkeypatch
+):
+    # `make demo` runs fit then validate in one process, with the wandb logger of the toy config.
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs/one")
+    validate = [
+        "validate",
+        "--config",
+        str(run / "config.yaml"),
+        "--ckpt_path",
+        str(run / "checkpoints/last.ckpt"),
+    ]
+    validate += ["--task", "part_seg_2d", "--tasks.num_pairs", "1", "--tasks.split", "train"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the suite's config hides UserWarnings; these are what users saw
+        assert main(one_step_fit(toy_root, Path("runs"))) == 0
+        assert main([*validate, "--trainer.enable_progress_bar=false"]) == 0
+    shown = [str(w.message) for w in caught]
+    out = capfd.readouterr().out
+    assert not [m for m in shown if "wandb run already in progress" in m], shown
+    assert not [m for m in shown if "dirpath has changed" in m], shown
+    # validate restores the weights but not the trainer's step: the reports name the checkpoint's step
+    assert "Tasks at step 1: " in out and "at step 0" not in out
+    assert (run / "tasks" / "results.md").read_text().startswith("Tasks at step 1: ")
+    assert "held-out objects at step 1: PSNR" in out

@@ -109,6 +109,9 @@ def test_wheel_contains_every_module(tmp_path):
     subprocess.run([*cmd, str(src)], check=True, capture_output=True, timeout=120)
     (wheel,) = tmp_path.glob("featurenerf-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    # The SPDX license string (PEP 639), not the deprecated table setuptools warns about on every install.
+    metadata = zipfile.ZipFile(wheel).read("featurenerf-0.1.0.dist-info/METADATA").decode()
+    assert "License-Expression: MIT" in metadata
     for package, rel in SOURCE_ROOTS.items():
         for py in (ROOT / rel).rglob("*.py"):
             inside = Path(*package.split("."), py.relative_to(ROOT / rel)).as_posix()

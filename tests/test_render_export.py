@@ -170,8 +170,13 @@ def test_render_writes_frames_sheet_gif_and_cameras(sphere_ckpt, view_files, tmp
         assert gif.n_frames == 4 and gif.size == (3 * SIZE, SIZE)  # rgb | depth | features per frame
         assert gif.info["loop"] == 0 and gif.info["duration"] == 120  # 8 fps in 1/100 s
     with Image.open(out / "contact_sheet.png") as sheet:
-        # image_grid: 3 rows (rgb, depth, features) x 4 frames, 2-px padding
-        assert sheet.size == (4 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2)
+        # image_grid: 3 rows (rgb, depth, features) x 4 frames, 2-px padding, a left margin of row labels
+        margin = sheet.width - 4 * (SIZE + 2)
+        assert sheet.height == 3 * (SIZE + 2) + 2 and margin > 40
+        labels = np.asarray(sheet.convert("L"))[:, : margin - 2]
+        for row in range(3):  # each row's label is written beside it
+            band = labels[2 + row * (SIZE + 2) : (row + 1) * (SIZE + 2)]
+            assert (band < 128).any(), row
     with Image.open(out / "input.png") as im:
         assert im.size == (SIZE, SIZE)
     cams = np.load(out / "cameras.npz")
@@ -281,3 +286,33 @@ def test_export_max_points_and_bad_suffix(sphere_ckpt, view_files, tmp_path, cap
     assert len(_read_cloud(tmp_path / "c.ply")[1]) == 50
     assert export.main([*base, "--out", str(tmp_path / "c.txt")]) == 2
     assert "must end in .ply" in capsys.readouterr().err
+
+
+def test_render_refuses_a_non_checkpoint_and_names_its_trust_flag(sphere_ckpt, view_files, tmp_path, capsys):
+    import argparse
+    import random
+
+    d, _ = view_files
+
+    def run(ckpt, *extra):
+        args = ["--ckpt", str(ckpt), "--image", str(d / "img.png"), "--pose", str(d / "pose.txt")]
+        args += ["--out", str(tmp_path / "out"), "--frames", "1", "--render-size", "8", "--quiet", *extra]
+        capsys.readouterr()
+        rc = render.main(args)
+        return rc, capsys.readouterr().err.strip().splitlines()
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(random.Random(0).randbytes(4096))
+    rc, err = run(junk)
+    assert rc == 2 and len(err) == 1 and f"{junk}: not a checkpoint" in err[0], err
+    assert "trust" not in err[0]
+
+    # A real torch.save file that pickles a Python object (as DINO's training checkpoints do).
+    pickled = tmp_path / "pickled.ckpt"
+    ckpt = torch.load(sphere_ckpt, map_location="cpu", weights_only=True)
+    torch.save({**ckpt, "args": argparse.Namespace(lr=1.0)}, pickled)
+    rc, err = run(pickled)
+    assert rc == 2 and len(err) == 1 and "refusing to unpickle" in err[0], err
+    assert err[0].endswith("if you trust the file, pass --trust")
+    rc, err = run(pickled, "--trust")
+    assert rc == 0 and (tmp_path / "out" / "orbit.gif").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import random
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -203,7 +204,11 @@ def test_checkpoint_with_a_pickled_object_is_refused_unless_trusted(
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [(b"", "not a readable checkpoint"), (b"PK\x03\x04 truncated zip", "not a readable checkpoint")],
+    [
+        (b"", "not a checkpoint (not a file torch.save writes)"),
+        (random.Random(0).randbytes(4096), "not a checkpoint (not a file torch.save writes)"),
+        (b"PK\x03\x04 truncated zip", "not a readable checkpoint"),
+    ],
 )
 def test_damaged_checkpoint_is_one_line(content, reason, toy_root, tmp_path, capfd):
     bad = tmp_path / "damaged.ckpt"
@@ -212,6 +217,7 @@ def test_damaged_checkpoint_is_one_line(content, reason, toy_root, tmp_path, cap
     assert main(_validate_args(toy_root, bad, tmp_path / "runs")) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"featurenerf: error: {bad}: {reason}")
+    assert "unpickle" not in err[0] and "trust" not in err[0]  # nothing to trust in a non-checkpoint
 
 
 def test_teacher_pth_with_a_pickled_object_is_refused_unless_trusted(toy_root, tmp_path, capfd):

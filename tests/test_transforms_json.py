@@ -102,3 +102,11 @@ def test_malformed_transforms_name_the_file(tmp_path):
     (obj / "transforms.json").write_text(json.dumps(raw))
     with pytest.raises(DataError, match="image './train/missing' not found"):
         read_transforms_object(obj)
+
+
+def test_data_check_summary_counts_transforms_frames(converted, capsys):
+    from featurenerf.commands import data
+
+    _, tf_root = converted
+    assert data.main(["check", str(tf_root)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "ok: 4 objects, 20 views"

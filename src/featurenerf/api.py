@@ -19,8 +19,8 @@ from featurenerf.nerf.model import FeatureNeRFNet
 from featurenerf.orbit import default_camera, default_intrinsics
 
 
-def _read_checkpoint(path: Path, trust: bool) -> dict:
-    ckpt = load_checkpoint_file(path, trust=trust, trust_hint="if you trust the file, pass trust=True")
+def _read_checkpoint(path: Path, trust: bool, trust_hint: str) -> dict:
+    ckpt = load_checkpoint_file(path, trust=trust, trust_hint=trust_hint)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a featurenerf checkpoint (no state_dict)")
     if not isinstance(ckpt.get("hyper_parameters"), dict):
@@ -28,13 +28,20 @@ def _read_checkpoint(path: Path, trust: bool) -> dict:
     return ckpt
 
 
-def load(ckpt: str | Path, device: str | torch.device = "cpu", trust: bool = False) -> FeatureNeRFNet:
+def load(
+    ckpt: str | Path,
+    device: str | torch.device = "cpu",
+    trust: bool = False,
+    *,
+    trust_hint: str = "if you trust the file, pass trust=True",
+) -> FeatureNeRFNet:
     """A trained :class:`~featurenerf.nerf.model.FeatureNeRFNet` in eval mode, from a fit checkpoint.
 
     The net is rebuilt from the checkpoint's hyper-parameters and its ``net.*`` weights; Lightning is not
     imported. ``encoder_weights`` (an initialisation used for training: a file, or a package's ImageNet
     weights) is not needed and not read: the checkpoint holds the trained encoder.
     The file is read with ``weights_only=True``; ``trust=True`` allows full unpickling (files you trust).
+    ``trust_hint`` ends the refusal of a file that would need it (commands name their own flag there).
 
     Raises:
         FileNotFoundError: no such file.
@@ -42,7 +49,7 @@ def load(ckpt: str | Path, device: str | torch.device = "cpu", trust: bool = Fal
             not a readable featurenerf checkpoint.
     """
     path = Path(ckpt)
-    raw = _read_checkpoint(path, trust)
+    raw = _read_checkpoint(path, trust, trust_hint)
     hparams = raw["hyper_parameters"]
     # torch.compile wraps the MLP as ``_orig_mod``; the plain net has no such level.
     state = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,23 @@ def _unpickler_reason(message: str) -> str:
         lines = [ln.strip() for ln in message.splitlines()]
         reason = " ".join(ln for ln in lines if ln and not ln.startswith(boilerplate))
     return reason.strip()[:200] or "not a weights-only pickle"
+
+
+def looks_like_torch_save(path: Path) -> bool:
+    """Whether ``path`` starts the way ``torch.save`` files do: a zip archive (the default since torch 1.6;
+    a complete one must hold ``<name>/data.pkl``, a cut-short one may be a truncated checkpoint) or a
+    legacy pickle (protocol 2+ header). Random bytes, text, images and other archives do not."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return True
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith("data.pkl") for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return True
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # pickle PROTO opcode
 
 
 def load_checkpoint_file(
@@ -68,7 +86,12 @@ def load_checkpoint_file(
                 # a legacy (non-zip) file cannot be memory-mapped; read it whole
                 return torch.load(path, map_location=map_location, weights_only=not trust)
     except Exception as err:
-        if not trust and isinstance(err, pickle.UnpicklingError):
+        if not looks_like_torch_save(path):
+            raise CheckpointError(
+                f"{path}: not a checkpoint (not a file torch.save writes); pass the .ckpt a run saved, "
+                "e.g. outputs/runs/<run>/checkpoints/last.ckpt"
+            ) from None
+        if not trust and isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):
             raise CheckpointError(
                 f"{path}: refusing to unpickle a file that holds more than tensors and plain types "
                 f"({_unpickler_reason(str(err))}); {trust_hint}"

@@ -60,3 +60,21 @@ def print_wandb_hint(trainer, file=None) -> None:
     for run in wandb_offline_dirs(trainer):
         shown = _display(run)
         print(f"wandb: offline run in {shown}; upload with: wandb sync {shown}", file=file or sys.stderr)
+
+
+def finish_wandb_runs(trainer) -> None:
+    """End the wandb runs a finished command logged to. Lightning leaves them open, so a second command in
+    the same process (``make demo``'s fit then validate) would warn and append to the first run."""
+    for logger in getattr(trainer, "loggers", []):
+        if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish()
+
+
+def bar_options(file=None) -> dict:
+    """Extra ``tqdm`` arguments for a bar written to ``file`` (default stderr): none on a terminal; in a
+    log file (nohup, CI, ``make demo > log``) an update every 30 s instead of several a second, in ASCII."""
+    file = file or sys.stderr
+    isatty = getattr(file, "isatty", None)
+    if callable(isatty) and isatty():
+        return {}
+    return {"mininterval": 30.0, "ascii": True}

@@ -22,6 +22,8 @@ from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.module import FeatureNeRF, TrainingDiverged
+from featurenerf.progress import ProgressLog, default_progress_bar, format_duration
+from featurenerf.ranges import PositiveInt, range_error_message
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
 RUN_DIR_ENV = "FEATURENERF_RUN_DIR"
@@ -79,6 +81,8 @@ class FeatureNeRFCLI(LightningCLI):
         parser.link_arguments(
             "data", "model.background", compute_fn=lambda d: d.background, apply_on="instantiate"
         )
+        # Plain progress lines (step, rate, losses, ETA) when stdout is not a terminal.
+        parser.add_lightning_class_args(ProgressLog, "progress")
         parser.add_argument(
             "--run_name", type=str | None, default=None, help="run folder name (default: timestamp)"
         )
@@ -90,7 +94,9 @@ class FeatureNeRFCLI(LightningCLI):
             help="tasks to evaluate as validation loops: keypoints_2d keypoints_3d part_seg_2d part_seg_3d "
             "novel_view, or the groups part_seg / keypoints",
         )
-        parser.add_argument("--tasks.num_pairs", type=int, default=1000, help="pairs per kind (paper: 1000)")
+        parser.add_argument(
+            "--tasks.num_pairs", type=PositiveInt, default=1000, help="pairs per kind (paper: 1000)"
+        )
         parser.add_argument(
             "--tasks.pairs_file", type=str | None, default=None, help="FeatureNeRF pairs JSON"
         )
@@ -103,7 +109,7 @@ class FeatureNeRFCLI(LightningCLI):
             help="checkpoint of a model trained without distillation",
         )
         parser.add_argument(
-            "--tasks.image_size", type=int | None, default=None, help="default: data.image_size"
+            "--tasks.image_size", type=PositiveInt | None, default=None, help="default: data.image_size"
         )
         parser.add_argument(
             "--tasks.match_camera",
@@ -125,10 +131,19 @@ class FeatureNeRFCLI(LightningCLI):
             help="largest angle between the viewing directions of a drawn cross-view pair",
         )
 
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with :class:`~featurenerf.progress.EpochProgressBar` as its default bar."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        kwargs.setdefault("callbacks", callbacks + default_progress_bar(config, callbacks))
+        return super().instantiate_trainer(**kwargs)
+
     def _cfg(self):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def parse_arguments(self, parser, args) -> None:
+        self.command_line = [str(a) for a in args or []]  # what the user typed, as opposed to config files
         super().parse_arguments(parser, args)
         self._check_arguments()
 
@@ -155,6 +170,10 @@ class FeatureNeRFCLI(LightningCLI):
             except UnknownNameError as err:
                 raise UnknownNameError(f"data.teacher: {err}") from None
         require_data_root(cfg.data.root)
+        if cfg.model.far <= cfg.model.near:  # each is range-checked by its type, the pair only here
+            from featurenerf.data.srn import DataError
+
+            raise DataError(f"model.far: {cfg.model.far} must be greater than model.near ({cfg.model.near})")
         ckpt = cfg.get("ckpt_path")
         named = ckpt in ("last", "best", "hpc", "registry") or "://" in str(ckpt)
         if ckpt and not named and not Path(ckpt).is_file():
@@ -209,6 +228,7 @@ class FeatureNeRFCLI(LightningCLI):
         else:
             ckpt = cfg.get("ckpt_path")
             run = Path(ckpt).resolve().parent.parent if ckpt and Path(ckpt).exists() else root / "eval"
+            self._evaluate_every_pair(cfg)
         if sub is None:  # parse-and-build only (tests, notebooks): no run folder
             self.run_dir = root
             return
@@ -217,6 +237,20 @@ class FeatureNeRFCLI(LightningCLI):
         cfg.trainer.default_root_dir = str(run)
         if cfg.trainer.logger not in (None, True, False):
             _set_save_dir(cfg.trainer.logger, run)
+
+    def _evaluate_every_pair(self, cfg) -> None:
+        """A validate that names tasks evaluates every pair: a config's ``trainer.limit_val_batches`` (a
+        fit config's quick check during training) is dropped unless the command line sets it."""
+        limit = cfg.trainer.get("limit_val_batches")
+        typed = any(a.startswith("--trainer.limit_val_batches") for a in getattr(self, "command_line", []))
+        if not expand_tasks(cfg.get("task")) or limit in (None, 1.0) or typed:
+            return
+        cfg.trainer.limit_val_batches = None
+        print(
+            f"{self.subcommand}: evaluating every pair (the config's trainer.limit_val_batches {limit} is for "
+            "fit; pass --trainer.limit_val_batches to cap the tasks)",
+            file=sys.stderr,
+        )
 
     def after_instantiate_classes(self) -> None:
         sub = self.subcommand
@@ -236,7 +270,9 @@ class FeatureNeRFCLI(LightningCLI):
         ckpt_cb = self.trainer.checkpoint_callback
         if ckpt_cb is not None:
             if ckpt_cb.dirpath is None:
-                ckpt_cb.dirpath = str(self.run_dir / "checkpoints")
+                # The real path, as validate derives the run from the resolved --ckpt_path: the dirpath
+                # saved in the checkpoint then matches (Lightning warns "The dirpath has changed" otherwise).
+                ckpt_cb.dirpath = os.path.realpath(self.run_dir / "checkpoints")
             ckpt_cb.save_last = True
         check_checkpoint_width(cfg.get("ckpt_path"), self.model, trust=cfg.get("weights_only") is False)
         tasks = expand_tasks(cfg.get("task"))
@@ -274,6 +310,23 @@ def check_checkpoint_width(ckpt_path: str | None, model: FeatureNeRF, trust: boo
             f"{ckpt_path}: checkpoint has feature width {width} but the configured teacher gives "
             f"{model.net.feature_dim}; use the teacher it was trained with (data.teacher)"
         )
+
+
+def _task_args(args: list[str]) -> list[str]:
+    """The raw values of ``--task`` on a command line (``--task a b``, ``--task=a,b``), before parsing."""
+    names: list[str] = []
+    taking = False
+    for arg in args:
+        if arg.startswith("--task="):
+            names.append(arg.split("=", 1)[1])
+            taking = False
+        elif arg == "--task":
+            taking = True
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            names.append(arg)
+    return names
 
 
 def _implicit_validate_args(command: str, args: list[str]) -> list[str]:
@@ -331,7 +384,7 @@ def run_lightning(command: str, args: list[str]) -> int:
     import featurenerf.teachers as teachers
 
     teachers.TEACHERS.load_plugins()  # third-party teachers are registered before the config is parsed
-    from featurenerf.console import print_wandb_hint, quiet_lightning
+    from featurenerf.console import finish_wandb_runs, print_wandb_hint, quiet_lightning
 
     quiet_lightning()
     # DrawSampler resumes mid-epoch exactly (the position comes from the restored step count); Lightning
@@ -354,8 +407,10 @@ def run_lightning(command: str, args: list[str]) -> int:
         TeacherCheckpointError,
     )
     owns_run_dir = RUN_DIR_ENV not in os.environ  # DDP workers inherit it; a later in-process run must not
+    started = time.monotonic()
     try:
         if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):
+            expand_tasks(_task_args(args))  # an unknown task is named before any run or checkpoint lookup
             args = _implicit_validate_args(command, args)
         cli = FeatureNeRFCLI(
             FeatureNeRF,
@@ -368,7 +423,7 @@ def run_lightning(command: str, args: list[str]) -> int:
             parser_kwargs={"exit_on_error": False},
         )
     except ArgumentError as err:  # an unknown key, a bad value: jsonargparse's message, on one line
-        message = " ".join(str(err).split())
+        message = range_error_message(str(err)) or " ".join(str(err).split())
         print(f"featurenerf: error: {message}; see `featurenerf {command} --help`", file=sys.stderr)
         return 2
     except Exception as err:
@@ -384,4 +439,7 @@ def run_lightning(command: str, args: list[str]) -> int:
             os.environ.pop(RUN_DIR_ENV, None)
     if command == "fit":
         print_wandb_hint(cli.trainer)
+    elif command in ("validate", "test"):
+        print(f"{command}: finished in {format_duration(time.monotonic() - started)}", file=sys.stderr)
+    finish_wandb_runs(cli.trainer)
     return 0

@@ -20,6 +20,16 @@ from featurenerf.cpu_allocator import keep_freed_memory
 from featurenerf.image_metrics import psnr_uint8, ssim_uint8
 from featurenerf.nerf.encoder import EncoderName
 from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
+from featurenerf.ranges import (
+    ClosedUnitInterval,
+    EncoderLayers,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    UnitIntervalBelowOne,
+    plain_numbers,
+)
 from featurenerf.visualize import feature_pca_pair, save_image_grid
 
 
@@ -66,43 +76,46 @@ class FeatureNeRF(L.LightningModule):
 
     def __init__(
         self,
-        feature_dim: int = 384,
+        feature_dim: NonNegativeInt = 384,
         encoder: EncoderName = "resnet34",
-        encoder_layers: int = 4,
+        encoder_layers: EncoderLayers = 4,
         encoder_weights: str | None = None,
-        d_hidden: int = 512,
-        n_blocks: int = 5,
-        n_inject: int = 3,
-        combine_layer: int = 3,
-        num_freqs: int = 6,
-        freq_factor: float = 1.5,
+        d_hidden: PositiveInt = 512,
+        n_blocks: PositiveInt = 5,
+        n_inject: NonNegativeInt = 3,
+        combine_layer: NonNegativeInt = 3,
+        num_freqs: NonNegativeInt = 6,
+        freq_factor: PositiveFloat = 1.5,
         use_viewdirs: bool = True,
-        n_coarse: int = 64,
-        n_fine: int = 16,
-        n_fine_depth: int = 16,
-        depth_std: float = 0.01,
-        near: float = 0.8,
-        far: float = 1.8,
+        n_coarse: PositiveInt = 64,
+        n_fine: NonNegativeInt = 16,
+        n_fine_depth: NonNegativeInt = 16,
+        depth_std: NonNegativeFloat = 0.01,
+        near: NonNegativeFloat = 0.8,
+        far: PositiveFloat = 1.8,
         background: str = "white",
         reuse_coarse: bool = True,
-        scene_radius: float | None = None,
-        stop_transmittance: float = 0.0,
-        chunk: int = 4096,
-        rgb_weight: float = 1.0,
-        distill_weight: float = 0.25,
-        coord_weight: float = 0.25,
+        scene_radius: PositiveFloat | None = None,
+        stop_transmittance: UnitIntervalBelowOne = 0.0,
+        chunk: PositiveInt = 4096,
+        rgb_weight: NonNegativeFloat = 1.0,
+        distill_weight: NonNegativeFloat = 0.25,
+        coord_weight: NonNegativeFloat = 0.25,
         coord_loss: Literal["release", "weighted"] = "release",
-        lr: float = 1e-4,
-        bbox_steps: int = 100_000,
-        max_skip_fraction: float = 0.2,
-        skip_grace_steps: int = 20,
-        val_pictures: int = 2,
+        lr: PositiveFloat = 1e-4,
+        bbox_steps: NonNegativeInt = 100_000,
+        max_skip_fraction: ClosedUnitInterval = 0.2,
+        skip_grace_steps: NonNegativeInt = 20,
+        val_pictures: NonNegativeInt = 2,
         compile: bool = False,
     ) -> None:
         super().__init__()
         if coord_loss not in ("release", "weighted"):
             raise ValueError(f"model.coord_loss: expected 'release' or 'weighted', got {coord_loss!r}")
         self.save_hyperparameters()
+        # jsonargparse hands range-checked numbers over as int/float subclasses (LightningCLI saves its
+        # plain config dump instead); checkpoints, loaded with weights_only=True, hold plain numbers.
+        self.hparams.update(plain_numbers(self.hparams))
         self.net = FeatureNeRFNet.from_hparams(self.hparams)  # same names, same defaults (tested)
         if compile:
             self.net.mlp = torch.compile(self.net.mlp)
@@ -217,9 +230,17 @@ class FeatureNeRF(L.LightningModule):
         checkpoint["skip_window"] = self.recent_skips.tolist()  # plain bools: loads with weights_only
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # validate/test restore the weights but not the trainer's step; reports name the trained step
+        self._checkpoint_step = int(checkpoint.get("global_step", 0))
         window = checkpoint.get("skip_window")
         if window is not None and len(window) == len(self.recent_skips):
             self.recent_skips.copy_(torch.tensor(window, dtype=torch.bool))
+
+    @property
+    def trained_steps(self) -> int:
+        """Optimisation steps behind the current weights: the trainer's step during ``fit``, the loaded
+        checkpoint's step in ``validate``/``test`` (where the trainer's own count starts at 0)."""
+        return max(self.global_step, getattr(self, "_checkpoint_step", 0))
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
@@ -253,11 +274,9 @@ class FeatureNeRF(L.LightningModule):
             return
         means = {k: sum(v) / len(v) for k, v in values.items()}
         means["objects"] = len(values["val/psnr"])
-        means["step"] = self.global_step
+        means["step"] = self.trained_steps
         line = (
-            f"novel views of {means['objects']} held-out objects"
-            + (f" at step {self.global_step}" if self.trainer.state.fn == "fit" else "")
-            + ": "
+            f"novel views of {means['objects']} held-out objects at step {self.trained_steps}: "
             f"PSNR {means['val/psnr']:.2f} dB (copy-the-input baseline {means['val/psnr_copy_input']:.2f} dB), "
             f"SSIM {means['val/ssim']:.3f}"
         )
@@ -306,7 +325,7 @@ class FeatureNeRF(L.LightningModule):
 
     def _save_pictures(self, batch: dict, pred: Tensor, feats: list[Tensor], batch_idx: int) -> None:
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "pictures"
-        step = self.global_step
+        step = self.trained_steps
         src = batch["src_images"][0, 0]
         rows = [[src, p, t] for p, t in zip(pred, batch["tgt_images"][0])]
         path = save_image_grid(

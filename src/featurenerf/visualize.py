@@ -73,31 +73,53 @@ def save_png(img: Tensor | np.ndarray, path: Path) -> Path:
 
 
 def image_grid(
-    rows: Sequence[Sequence[Tensor]], header: Sequence[str] | None = None, pad: int = 2
+    rows: Sequence[Sequence[Tensor]],
+    header: Sequence[str] | None = None,
+    pad: int = 2,
+    row_labels: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Tile (3, H, W) images (all the same size) into one uint8 picture, with an optional text header."""
+    """Tile (3, H, W) images (all the same size) into one uint8 picture.
+
+    Args:
+        rows: rows of (3, H, W) or (1, H, W) images in [0, 1].
+        header: column titles, one line each; a column widens (its images centred) to fit its title, so
+            no title is cut off or runs into the next one, and every header is one line high.
+        pad: pixels between and around the images.
+        row_labels: titles written left of each row (the left margin fits the longest).
+    """
     h, w = rows[0][0].shape[-2:]
     ncol = max(len(r) for r in rows)
-    top = 14 if header else 0
-    canvas = np.full((top + len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = draw.textbbox((0, 0), "Ag")[3] + 2
+    titles = list(header or [])[:ncol]
+    col_w = [max(w, int(draw.textlength(t)) + 2 * pad) for t in titles] + [w] * (ncol - len(titles))
+    left = max((int(draw.textlength(t)) for t in row_labels or []), default=-pad) + 2 * pad
+    top = line_h if titles else 0
+    xs = np.cumsum([left, *(cw + pad for cw in col_w)])  # left edge of each column
+    canvas = np.full((top + len(rows) * (h + pad) + pad, int(xs[-1]), 3), 255, np.uint8)
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
-            y, x = top + pad + i * (h + pad), pad + j * (w + pad)
+            y, x = top + pad + i * (h + pad), int(xs[j]) + (col_w[j] - w) // 2
             canvas[y : y + h, x : x + w] = to_uint8(img.expand(3, -1, -1) if img.shape[0] == 1 else img)
-    if header:
+    if titles or row_labels:
         pil = Image.fromarray(canvas)
         draw = ImageDraw.Draw(pil)
-        for j, text in enumerate(header):
-            draw.text((pad + j * (w + pad), 1), text, fill=(0, 0, 0))
+        for j, title in enumerate(titles):
+            draw.text((int(xs[j]) + (col_w[j] - draw.textlength(title)) / 2, 1), title, fill=(0, 0, 0))
+        for i, label in enumerate((row_labels or [])[: len(rows)]):
+            draw.text((pad, top + pad + i * (h + pad) + (h - line_h) / 2), label, fill=(0, 0, 0))
         canvas = np.asarray(pil)
     return canvas
 
 
 def save_image_grid(
-    rows: Sequence[Sequence[Tensor]], path: Path, header: Sequence[str] | None = None
+    rows: Sequence[Sequence[Tensor]],
+    path: Path,
+    header: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
 ) -> Path:
     """Tile images (see :func:`image_grid`) and write the PNG atomically."""
-    return save_png(image_grid(rows, header), path)
+    return save_png(image_grid(rows, header, row_labels=row_labels), path)
 
 
 def depth_image(depth: Tensor, mask: Tensor, lo: float, hi: float) -> Tensor:

@@ -56,6 +56,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature shown as PCA colours: the internal v_NeRF (default) or the distilled head",
     )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="read a checkpoint that holds pickled Python objects (full unpickling runs code: only for "
+        "files you trust); featurenerf's own checkpoints never need it",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -91,7 +97,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
 
     from featurenerf.api import load, load_view, training_image_size
 
-    net = load(args.ckpt, args.device)
+    net = load(args.ckpt, args.device, trust=args.trust, trust_hint="if you trust the file, pass --trust")
     size = args.size or training_image_size(args.ckpt)
     view = load_view(args.image, net, args.pose, args.intrinsics, size).to(args.device)
     prog = f"featurenerf {args.command}"
@@ -245,11 +251,13 @@ def write_outputs(
         save_png(depth[k], out / "frames" / f"depth_{k:03d}.png")
         save_png(feats[k], out / "frames" / f"features_{k:03d}.png")
     written["frames"] = out / "frames"
-    rows = []
+    rows, labels = [], []
     for start in range(0, rgb.shape[0], FRAMES_PER_BAND):
         band = slice(start, start + FRAMES_PER_BAND)
         rows += [list(rgb[band]), list(depth[band]), list(feats[band])]
-    written["contact_sheet"] = save_png(image_grid(rows), out / "contact_sheet.png")
+        labels += ["RGB", "depth", "features (PCA)"]
+    sheet = image_grid(rows, row_labels=labels)
+    written["contact_sheet"] = save_png(sheet, out / "contact_sheet.png")
     strips = [to_uint8(torch.cat([r, d, f], dim=-1)) for r, d, f in zip(rgb, depth, feats)]
     written["gif"] = save_gif(strips, out / "orbit.gif", fps)
     cameras = {"poses": render.poses.numpy(), "focal": render.focal.numpy(), "c": render.c.numpy()}

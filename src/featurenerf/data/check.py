@@ -115,9 +115,19 @@ def invalid_objects(problems: list[Problem]) -> set[Path]:
 
 
 def summarise(root: Path) -> tuple[int, int]:
-    """Number of objects and of views (rgb images) under ``root``."""
+    """Number of objects and of views under ``root``: ``rgb/`` images of SRN objects, frames of
+    ``transforms.json`` objects (as the check reads them)."""
     objects = [o for s in split_folders(Path(root)) for o in _objects(s)]
-    return len(objects), sum(len(list((o / "rgb").glob("*.png"))) for o in objects)
+    return len(objects), sum(_count_views(o) for o in objects)
+
+
+def _count_views(obj: Path) -> int:
+    if (obj / TRANSFORMS_FILENAME).is_file():
+        try:
+            return read_transforms_object(obj).num_views
+        except DataError:
+            return 0  # the check reports why
+    return len(list((obj / "rgb").glob("*.png")))
 
 
 def _check_transforms_object(obj: Path) -> list[Problem]:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from featurenerf.data.datasets import DrawSampler, NovelViews, ObjectViews, TrainRays
 from featurenerf.data.srn import DataError, ObjectRecord
+from featurenerf.ranges import NonNegativeInt, PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +69,18 @@ class FeatureNeRFData(L.LightningDataModule):
         root: str | None = None,
         category: str | None = None,
         format: str = "auto",
-        image_size: int = 128,
+        image_size: PositiveInt = 128,
         background: str | None = None,
         teacher: str | dict | None = "hed_vgg16",
         cache_dir: str | None = None,
-        num_src_views: int = 1,
-        rays_per_object: int = 128,
-        batch_size: int = 4,
-        epoch_length: int | None = None,
+        num_src_views: PositiveInt = 1,
+        rays_per_object: PositiveInt = 128,
+        batch_size: PositiveInt = 4,
+        epoch_length: PositiveInt | None = None,
         val_split: str = "val",
-        val_objects: int | None = 8,
-        val_views: int = 2,
-        num_workers: int = 0,
+        val_objects: PositiveInt | None = 8,
+        val_views: PositiveInt = 2,
+        num_workers: NonNegativeInt = 0,
         seed: int = 0,
         skip_invalid: bool = False,
         check: bool = True,

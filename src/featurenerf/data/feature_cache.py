@@ -243,9 +243,12 @@ class FeatureCache:
         if todo:
             from tqdm.auto import tqdm
 
+            from featurenerf.console import bar_options
+
             total = sum(r.num_views for r, _ in todo)
+            desc = f"teacher {self.key}"
             with tqdm(
-                total=total, unit="view", desc=f"teacher {self.key}", file=sys.stderr, disable=not progress
+                total=total, unit="view", desc=desc, file=sys.stderr, disable=not progress, **bar_options()
             ) as bar:
                 for record, reason in todo:
                     path = self.path_for(record)

@@ -247,4 +247,6 @@ def _progress(total: int, enabled: bool, desc: str):
         from tqdm import tqdm
     except ImportError:
         return _NoBar()
-    return tqdm(total=total, desc=desc, unit="obj", file=sys.stderr)
+    from featurenerf.console import bar_options
+
+    return tqdm(total=total, desc=desc, unit="obj", file=sys.stderr, **bar_options())
