@@ -5,6 +5,8 @@ input width following the encoder, a CLI fit with it, and its checkpoint round t
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,26 @@ def test_unknown_encoder_is_one_line(toy_root, tmp_path, capfd):
     err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1, err
     assert "model.encoder" in err[0] and "efficientnet_lite0" in err[0]
+
+
+def test_unreadable_encoder_weights_are_one_line(toy_root, tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"junk")
+    # In a fresh process: Lightning's start-up logging is bound to the first stderr it saw, which pytest's
+    # capture replaces between tests.
+    args = ["fit", "--config", str(REPO / "configs" / "toy_cars.yaml"), f"--data.root={toy_root}"]
+    args += [
+        f"--model.encoder_weights={junk}",
+        "--data.teacher=null",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    code = "import sys; from featurenerf.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    err = [line for line in result.stderr.splitlines() if line.strip() and "Seed set" not in line]
+    assert result.returncode == 2
+    assert len(err) == 1 and err[0].startswith(
+        f"featurenerf: error: {junk}: cannot read as a plain state dict"
+    )
 
 
 def test_cli_fit_and_checkpoint_round_trip(toy_root, tmp_path, monkeypatch):
