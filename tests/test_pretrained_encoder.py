@@ -5,6 +5,8 @@ input width following the encoder, a CLI fit with it, and its checkpoint round t
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,8 +50,9 @@ def test_pyramid_shapes_and_widths(num_layers, channels):
         stages = enc.trunk.stages(images * 2 - 1)
     last = stages[enc.stages[-1]]
     expected = F.interpolate(last, size=(32, 24), mode="bilinear", align_corners=True)
-    torch.testing.assert_close(out[:, -last.shape[1] :], expected)
-    torch.testing.assert_close(out[:, :16], stages[0])
+    scale = EfficientNetEncoder.OUTPUT_SCALE  # brings the linear bottlenecks' RMS to ResNet's order
+    torch.testing.assert_close(out[:, -last.shape[1] :], scale * expected)
+    torch.testing.assert_close(out[:, :16], scale * stages[0])
 
 
 def test_packaged_imagenet_weights_are_loaded_by_default(file_state):
@@ -113,6 +116,26 @@ def test_unknown_encoder_is_one_line(toy_root, tmp_path, capfd):
     err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1, err
     assert "model.encoder" in err[0] and "efficientnet_lite0" in err[0]
+
+
+def test_unreadable_encoder_weights_are_one_line(toy_root, tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"junk")
+    # In a fresh process: Lightning's start-up logging is bound to the first stderr it saw, which pytest's
+    # capture replaces between tests.
+    args = ["fit", "--config", str(REPO / "configs" / "toy_cars.yaml"), f"--data.root={toy_root}"]
+    args += [
+        f"--model.encoder_weights={junk}",
+        "--data.teacher=null",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    code = "import sys; from featurenerf.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    err = [line for line in result.stderr.splitlines() if line.strip() and "Seed set" not in line]
+    assert result.returncode == 2
+    assert len(err) == 1 and err[0].startswith(
+        f"featurenerf: error: {junk}: cannot read as a plain state dict"
+    )
 
 
 def test_cli_fit_and_checkpoint_round_trip(toy_root, tmp_path, monkeypatch):
