@@ -14,6 +14,7 @@ import time
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
+from typing import Literal
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -21,8 +22,10 @@ from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.module import FeatureNeRF, TrainingDiverged
+from featurenerf.precision import resolve_precision
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
+AUTO_PRECISION_HELP = "bf16-mixed on a CPU with amx_bf16/avx512_bf16 or a bf16 GPU, else 32-true"
 RUN_DIR_ENV = "FEATURENERF_RUN_DIR"
 TASK_GROUPS = {
     "part_seg": ["part_seg_2d", "part_seg_3d"],
@@ -56,6 +59,15 @@ def latest_run(runs_root: Path) -> Path | None:
     """The most recently modified run under ``runs_root`` that has a saved config."""
     runs = [p.parent for p in Path(runs_root).glob("*/config.yaml")]
     return max(runs, key=lambda p: (p / "config.yaml").stat().st_mtime) if runs else None
+
+
+def _accept_auto_precision(parser) -> None:
+    """Let ``trainer.precision`` also be "auto" (resolved in ``before_instantiate_classes``; Lightning's
+    own type lists only concrete precisions)."""
+    action = parser._option_string_actions.get("--trainer.precision")
+    if action is not None and hasattr(action, "_typehint"):
+        action._typehint = action._typehint | Literal["auto"]
+        action.help = f"{action.help or ''} \"auto\": {AUTO_PRECISION_HELP}".strip()
 
 
 def _set_save_dir(logger_cfg, run_dir: Path) -> None:
@@ -104,6 +116,7 @@ class FeatureNeRFCLI(LightningCLI):
         parser.add_argument(
             "--tasks.image_size", type=int | None, default=None, help="default: data.image_size"
         )
+        _accept_auto_precision(parser)
 
     def _cfg(self):
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -155,6 +168,8 @@ class FeatureNeRFCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
         cfg = self._cfg()
+        # Resolved first so the run's saved config records the choice; said once nothing can fail.
+        cfg.trainer.precision, note = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
         root = Path(cfg.trainer.default_root_dir or DEFAULT_RUNS_ROOT)
         self.saved_config = None
         if sub == "fit":
@@ -185,6 +200,8 @@ class FeatureNeRFCLI(LightningCLI):
         else:
             ckpt = cfg.get("ckpt_path")
             run = Path(ckpt).resolve().parent.parent if ckpt and Path(ckpt).exists() else root / "eval"
+        if note:
+            print(note, file=sys.stderr)
         if sub is None:  # parse-and-build only (tests, notebooks): no run folder
             self.run_dir = root
             return
