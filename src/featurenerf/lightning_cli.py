@@ -67,7 +67,7 @@ def _accept_auto_precision(parser) -> None:
     action = parser._option_string_actions.get("--trainer.precision")
     if action is not None and hasattr(action, "_typehint"):
         action._typehint = action._typehint | Literal["auto"]
-        action.help = f"{action.help or ''} \"auto\": {AUTO_PRECISION_HELP}".strip()
+        action.help = f'{action.help or ""} "auto": {AUTO_PRECISION_HELP}'.strip()
 
 
 def _set_save_dir(logger_cfg, run_dir: Path) -> None:
