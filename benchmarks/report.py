@@ -32,6 +32,7 @@ def summary(r: dict) -> dict:
         if "fast_alone" in t:
             entry["fast_alone_matmul_fraction"] = t["fast_alone"]["matmul_fraction"]
             entry["fast_alone_step_s"] = t["fast_alone"]["step_s"]
+        entry.update(fraction_checks(t))
         if "fast_bf16" in rows and "fast" in rows:
             entry["bf16_step_vs_fp32"] = rows["fast_bf16"]["step_s"] / rows["fast"]["step_s"]
         if "fast_compile" in rows:
@@ -62,6 +63,27 @@ def summary(r: dict) -> dict:
     if "scaling" in r:
         s["scaling"] = {"rays_fit": r["scaling"]["rays_fit"], "views_ratio": r["scaling"]["views_ratio"]}
     return s
+
+
+def fraction_checks(t: dict) -> dict:
+    """The spread of one training-step section's baseline GEMM timings and its impossible fractions.
+
+    Returns ``{"matmul_baseline_spread": {dtype: {min, median, max, n}}}`` plus, where any row's (or the
+    fast-alone) matmul fraction exceeds 1, ``"fraction_errors": {row: one-line note}``.
+    """
+    from harness import fraction_error, gflops_spread
+
+    spreads = {dt: gflops_spread(v.get("all", [])) for dt, v in t.get("matmul_baseline", {}).items()}
+    errors = {}
+    for k, v in t.get("rows", {}).items():
+        note = fraction_error(v.get("matmul_fraction"), spreads.get(v.get("matmul_dtype", "float32")))
+        if note:
+            errors[k] = note
+    alone = t.get("fast_alone", {})
+    note = fraction_error(alone.get("matmul_fraction"), alone.get("matmul_baseline_spread"))
+    if note:
+        errors["fast_alone"] = note
+    return {"matmul_baseline_spread": spreads, **({"fraction_errors": errors} if errors else {})}
 
 
 def gpu_summary(r: dict) -> dict | None:
@@ -358,6 +380,23 @@ def gpu_block(r: dict) -> list[str]:
     return out + ([""] + notes if notes else []) + [""]
 
 
+def fraction_headlines(t: dict) -> list[tuple[str, str, str]]:
+    """Headline rows of a config's summary: the baseline GEMM spread, and each fraction > 1 flagged."""
+    out = []
+    for dt, sp in t.get("matmul_baseline_spread", {}).items():
+        if sp.get("n"):
+            out.append(
+                (
+                    f"… baseline GEMM {dt}, min / median / max over {sp['n']} timings",
+                    f"{_f(sp['min'], 1)} / {_f(sp['median'], 1)} / {_f(sp['max'], 1)} GFLOP/s",
+                    "",
+                )
+            )
+    for k, note in t.get("fraction_errors", {}).items():
+        out.append((f"**measurement error** ({k})", note, "fraction ≤ 1"))
+    return out
+
+
 def headlines(r: dict) -> list[str]:
     """The issue's targets next to the measured figures (what is missing is left out)."""
     s = r.get("summary") or summary(r)
@@ -390,6 +429,7 @@ def headlines(r: dict) -> list[str]:
                 )
             )
         rows.append(("… same, naive (pixelNeRF's way)", _f(frac.get("naive")), ""))
+        rows += fraction_headlines(t)
         ratio = t["step_ratio_vs_naive"]
         rows.append(
             (
@@ -417,6 +457,9 @@ def headlines(r: dict) -> list[str]:
                     "opt-in",
                 )
             )
+    for other, t in s["train_step"].items():  # impossible fractions of every other config, too
+        if other != cfg:
+            rows += [(f"{a} ({other})", b, c) for a, b, c in fraction_headlines(t) if "error" in a]
     trained = s.get("trained_toy_render")
     if trained:
         for k in ("skip", "skip_box"):

@@ -31,6 +31,8 @@ from harness import (
     build_module,
     count_flops,
     cuda_peak_bytes,
+    fraction_error,
+    gflops_spread,
     load_config,
     median,
     reset_cuda_peak,
@@ -278,19 +280,26 @@ def fast_alone(stepper: Stepper, flops: int, base: MatmulBaseline, repeats: int)
     stepper.step(row)
     stepper.step(row)
     times, rates = [], []
+    first = len(base.samples)
     for _ in range(repeats):
         rates.append(base.measure())
         times.append(timed(lambda: stepper.step(row)))
     rates.append(base.measure())
     t, g = median(times), median(rates)
-    return {
+    spread = gflops_spread(base.samples[first:])
+    out = {
         "step_s": t,
         "step_s_all": times,
         "matmul_baseline_gflops_per_s": g,
         "matmul_baseline_all": rates,
+        "matmul_baseline_spread": spread,
         "gflops_per_s": flops / t / 1e9,
         "matmul_fraction": flops / t / 1e9 / g,
     }
+    error = fraction_error(out["matmul_fraction"], spread)
+    if error:
+        out["matmul_fraction_error"] = error
+    return out
 
 
 # ---------------------------------------------------------------------- profile

@@ -35,6 +35,15 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     assert toy["rows"]["fast"]["samples_per_step"] < toy["rows"]["naive"]["samples_per_step"]
     assert toy["rows"]["fast"]["flops"] < 0.6 * toy["rows"]["naive"]["flops"]
     assert toy["matmul_baseline"]["float32"]["gflops_per_s"] > 0
+    spread = result["summary"]["train_step"]["toy"]["matmul_baseline_spread"]["float32"]
+    assert spread["n"] >= 10 and 0 < spread["min"] <= spread["median"] <= spread["max"]
+    assert toy["fast_alone"]["matmul_baseline_spread"]["n"] >= 10
+    # Any fraction above 1 is flagged in the JSON and the table (and only those).
+    errors = result["summary"]["train_step"]["toy"].get("fraction_errors", {})
+    fractions = {k: v["matmul_fraction"] for k, v in toy["rows"].items()}
+    fractions["fast_alone"] = toy["fast_alone"]["matmul_fraction"]
+    assert set(errors) == {k for k, f in fractions.items() if f > 1}
+    assert ("**measurement error**" in (out / "bench.md").read_text()) == bool(errors)
     assert toy["rows"]["fast_bf16"]["matmul_dtype"] == "bfloat16"  # bf16 rows are compared with bf16 GEMMs
     assert abs(sum(toy["profile"]["fraction"].values()) - 1.0) < 1e-6
     render = result["render"]["toy"]["rows"]

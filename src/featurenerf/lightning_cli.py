@@ -22,10 +22,12 @@ from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.module import FeatureNeRF, TrainingDiverged
+from featurenerf.precision import resolve_precision
 from featurenerf.progress import ProgressLog, default_progress_bar, format_duration
 from featurenerf.ranges import PositiveInt, range_error_message
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
+AUTO_PRECISION_HELP = "bf16-mixed on a CPU with amx_bf16/avx512_bf16 or a bf16 GPU, else 32-true"
 RUN_DIR_ENV = "FEATURENERF_RUN_DIR"
 TASK_GROUPS = {
     "part_seg": ["part_seg_2d", "part_seg_3d"],
@@ -59,6 +61,15 @@ def latest_run(runs_root: Path) -> Path | None:
     """The most recently modified run under ``runs_root`` that has a saved config."""
     runs = [p.parent for p in Path(runs_root).glob("*/config.yaml")]
     return max(runs, key=lambda p: (p / "config.yaml").stat().st_mtime) if runs else None
+
+
+def _accept_auto_precision(parser) -> None:
+    """Let ``trainer.precision`` also be "auto" (resolved in ``before_instantiate_classes``; Lightning's
+    own type lists only concrete precisions)."""
+    action = parser._option_string_actions.get("--trainer.precision")
+    if action is not None and hasattr(action, "_typehint"):
+        action._typehint = action._typehint | Literal["auto"]
+        action.help = f'{action.help or ""} "auto": {AUTO_PRECISION_HELP}'.strip()
 
 
 def _set_save_dir(logger_cfg, run_dir: Path) -> None:
@@ -130,6 +141,7 @@ class FeatureNeRFCLI(LightningCLI):
             default=60.0,
             help="largest angle between the viewing directions of a drawn cross-view pair",
         )
+        _accept_auto_precision(parser)
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, with :class:`~featurenerf.progress.EpochProgressBar` as its default bar."""
@@ -198,6 +210,8 @@ class FeatureNeRFCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
         cfg = self._cfg()
+        # Resolved first so the run's saved config records the choice; said once nothing can fail.
+        cfg.trainer.precision, note = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
         root = Path(cfg.trainer.default_root_dir or DEFAULT_RUNS_ROOT)
         self.saved_config = None
         if sub == "fit":
@@ -229,6 +243,8 @@ class FeatureNeRFCLI(LightningCLI):
             ckpt = cfg.get("ckpt_path")
             run = Path(ckpt).resolve().parent.parent if ckpt and Path(ckpt).exists() else root / "eval"
             self._evaluate_every_pair(cfg)
+        if note:
+            print(note, file=sys.stderr)
         if sub is None:  # parse-and-build only (tests, notebooks): no run folder
             self.run_dir = root
             return

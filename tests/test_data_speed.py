@@ -1,0 +1,39 @@
+"""Data that keeps up: per-ray teacher sampling does only each ray's own view, with unchanged values; the
+data benchmark reports load time against step time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from featurenerf.data.datasets import sample_teacher_at, sample_teacher_per_ray
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_per_ray_sampling_equals_sampling_every_view_then_picking():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(5, 7, 4, 6, generator=g)
+    view = torch.tensor([3, 0, 3, 3, 1, 0, 4, 3])  # uneven groups, view 2 has no ray
+    uv = torch.rand(8, 2, generator=g) * torch.tensor([24.0, 16.0])
+    uv[0] = torch.tensor([0.0, 16.0])  # image corner: border padding
+    old = sample_teacher_at(features, uv[None].expand(5, -1, -1), 16, 24)[view, torch.arange(8)]
+    new = sample_teacher_per_ray(features, view, uv, 16, 24)
+    assert new.shape == (8, 7)
+    assert torch.allclose(new, old, atol=1e-6)
+    one = sample_teacher_per_ray(features[:1], torch.zeros(3, dtype=torch.long), uv[:3], 16, 24)
+    assert torch.allclose(one, sample_teacher_at(features[:1], uv[None, :3], 16, 24)[0], atol=1e-6)
+
+
+def test_data_bench_reports_load_against_step(toy_root, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from data_bench import bench_data
+
+    r = bench_data(str(toy_root), "toy", teacher=None, batches=2, workers=0, cache_dir=str(tmp_path))
+    b = r["breakdown_num_workers_0"]
+    assert b["batches"] == 2 and b["batch_s"] > 0 and b["decode_s"] > 0 and b["teacher_cache_s"] == 0
+    assert abs(b["decode_s"] + b["rays_and_collate_s"] - b["batch_s"]) < 1e-9
+    w = r["wait"]
+    assert w["num_workers"] == 0 and len(w["step_s_all"]) == 2 and w["step_s"] > 0
+    assert r["load_vs_step"] == b["batch_s"] / w["step_s"]
