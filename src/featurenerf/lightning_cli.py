@@ -104,6 +104,12 @@ class FeatureNeRFCLI(LightningCLI):
         parser.add_argument(
             "--tasks.image_size", type=int | None, default=None, help="default: data.image_size"
         )
+        parser.add_argument(
+            "--tasks.shots",
+            type=int | list[int],
+            default=1,
+            help="annotated source objects per cross-instance part pair (few-shot vote); [1, 5] reports both",
+        )
 
     def _cfg(self):
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -230,6 +236,7 @@ class FeatureNeRFCLI(LightningCLI):
                 pixelnerf_ckpt=t.pixelnerf_ckpt,
                 image_size=t.image_size,
                 out_dir=self.run_dir / "tasks",
+                shots=t.shots,
             )
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 
