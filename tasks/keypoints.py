@@ -2,15 +2,14 @@
 
 2D: each source keypoint visible in both views is described at its pixel; its nearest (cosine) target
 foreground pixel is the prediction. Visibility and 2D positions come from the 3D keypoints projected into
-each view with an occlusion test (:func:`featurenerf.data.annotations.derive_keypoints_2d`), or read
-where the data stores them (the FeatureNeRF release's ``kp_2d_anno``). Conditioning
-is as for 2D parts (cross-view: the target view is rendered from the source image). PCK at 2.5/5/7.5/10
-pixels of a 128-pixel image, scaled with the image size.
+each view with an occlusion test (:func:`featurenerf.data.annotations.derive_keypoints_2d`), or are read
+where the data stores them (the FeatureNeRF release's ``kp_2d_anno``). Conditioning is as for 2D parts
+(cross-view: the target view is rendered from the source image). PCK at 2.5/5/7.5/10 pixels of a
+128-pixel image, scaled with the image size.
 
 3D: each source keypoint (``keypoints.json``, world frame) present on both objects is described at its 3D
 position; its nearest target *surface point* (``points.npz``; the release: ``kp_3d_anno``'s points) is
-the prediction. PCK at 0.025/0.05/0.075/
-0.1 world units. Each object is conditioned on its own input view.
+the prediction. PCK at 0.025/0.05/0.075/0.1 world units. Each object is conditioned on its own input view.
 
 PCK is computed per pair over the keypoints evaluated in it, then averaged over pairs.
 """
