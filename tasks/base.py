@@ -94,6 +94,11 @@ class Task(abc.ABC):
     needs: ClassVar[str] = ""
     #: Whether a side's ``teacher`` map is used (the data side loads it only then).
     uses_teacher: ClassVar[bool] = True
+    #: Whether the task can vote over several annotated sources (``--tasks.shots``); such a task gets
+    #: ``item["extra_src"]``, the sides of further source objects, on cross-instance pairs.
+    few_shot: ClassVar[bool] = False
+    #: The numbers of source objects each cross-instance pair is evaluated with (see :meth:`set_shots`).
+    shots: tuple[int, ...] = (1,)
 
     def __init__(self, methods: Sequence[str] = METHODS, image_size: int = 128) -> None:
         self.image_size = int(image_size)
@@ -110,10 +115,35 @@ class Task(abc.ABC):
     def new_metrics(self) -> dict[str, Metric]:
         """Fresh metrics of one (pair kind, method): name → metric (vector metrics carry ``labels``)."""
 
+    def kind_metrics(self, kind: str) -> dict[str, Metric]:
+        """Fresh metrics of one (pair kind, method). The default is :meth:`new_metrics`; a few-shot task
+        adds ``"<name>@<K>shot"`` for every ``K > 1`` in :attr:`shots` on cross-instance pairs (``K = 1``
+        keeps the plain name, the paper's one-shot setting)."""
+        base = self.new_metrics()
+        if not self.few_shot or kind != "cross_inst":
+            return base
+        out = {name: metric for name, metric in base.items() if 1 in self.shots}
+        for k in self.shots:
+            if k > 1:
+                out.update({f"{name}@{k}shot": metric for name, metric in self.new_metrics().items()})
+        return out
+
+    def set_shots(self, shots: Sequence[int]) -> None:
+        """Evaluate cross-instance pairs with each number of annotated sources in ``shots`` (a few-shot
+        task only; metric states are recreated)."""
+        if not self.few_shot:
+            raise ValueError(f"{self.name} does not support several source objects (--tasks.shots)")
+        self.shots = tuple(sorted(set(int(k) for k in shots)))
+        self.set_methods(self.methods)
+
+    def metric_name(self, name: str, kind: str, shots: int) -> str:
+        """The metric of ``name`` measured with ``shots`` sources on ``kind`` pairs (see :meth:`kind_metrics`)."""
+        return f"{name}@{shots}shot" if kind == "cross_inst" and shots > 1 else name
+
     def set_methods(self, methods: Sequence[str]) -> None:
         """Choose the evaluated methods (order kept) and create their metric states."""
         self.methods = [m for m in methods if m in self.supported_methods]
-        self._metrics = {(k, m): self.new_metrics() for k in self.kinds for m in self.methods}
+        self._metrics = {(k, m): self.kind_metrics(k) for k in self.kinds for m in self.methods}
 
     def metric(self, kind: str, method: str, name: str) -> Metric:
         return self._metrics[(kind, method)][name]

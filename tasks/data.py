@@ -6,7 +6,7 @@ sampler gives every pair to exactly one rank (no padding), so metric sums reduce
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler
@@ -23,7 +23,9 @@ class PairItems(Dataset):
 
     Each item: ``{"index", "kind", "pair" (index within its kind), "src": side, "trg": side}``; a side is
     ``{"name", "view", "image" (3, S, S), "mask" (S, S), "pose" (4, 4), "focal" (2,), "c" (2,)}``, plus
-    ``"teacher"`` (C, h, w) when teacher maps are available and the task's annotations.
+    ``"teacher"`` (C, h, w) when teacher maps are available and the task's annotations. A few-shot task's
+    cross-instance items also carry ``"extra_src"``: the sides of the further source objects ``extra``
+    names for the pair (index within its kind), seen from the pair's view.
     """
 
     def __init__(
@@ -32,8 +34,10 @@ class PairItems(Dataset):
         pairs: PairSet,
         records: Sequence[ObjectRecord],
         views: ObjectViews,
+        extra: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
         self.task = task
+        self.extra = extra if task.few_shot and max(task.shots) > 1 else None
         self.records = {r.name: r for r in records}
         self.views = views
         per_kind = []
@@ -74,7 +78,10 @@ class PairItems(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         kind, i, a, va, b, vb = self.items[index]
-        return {"index": index, "kind": kind, "pair": i, "src": self.side(a, va), "trg": self.side(b, vb)}
+        item = {"index": index, "kind": kind, "pair": i, "src": self.side(a, va), "trg": self.side(b, vb)}
+        if self.extra is not None and kind == "cross_inst":
+            item["extra_src"] = [self.side(name, va) for name in self.extra.get(i, ())]
+        return item
 
 
 def single_item(batch: list[dict]) -> dict:

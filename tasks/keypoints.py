@@ -2,13 +2,14 @@
 
 2D: each source keypoint visible in both views is described at its pixel; its nearest (cosine) target
 foreground pixel is the prediction. Visibility and 2D positions come from the 3D keypoints projected into
-each view with an occlusion test (:func:`featurenerf.data.annotations.derive_keypoints_2d`). Conditioning
-is as for 2D parts (cross-view: the target view is rendered from the source image). PCK at 2.5/5/7.5/10
-pixels of a 128-pixel image, scaled with the image size.
+each view with an occlusion test (:func:`featurenerf.data.annotations.derive_keypoints_2d`), or are read
+where the data stores them (the FeatureNeRF release's ``kp_2d_anno``). Conditioning is as for 2D parts
+(cross-view: the target view is rendered from the source image). PCK at 2.5/5/7.5/10 pixels of a
+128-pixel image, scaled with the image size.
 
 3D: each source keypoint (``keypoints.json``, world frame) present on both objects is described at its 3D
-position; its nearest target *surface point* (``points.npz``) is the prediction. PCK at 0.025/0.05/0.075/
-0.1 world units. Each object is conditioned on its own input view.
+position; its nearest target *surface point* (``points.npz``; the release: ``kp_3d_anno``'s points) is
+the prediction. PCK at 0.025/0.05/0.075/0.1 world units. Each object is conditioned on its own input view.
 
 PCK is computed per pair over the keypoints evaluated in it, then averaged over pairs.
 """
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from featurenerf.data.annotations import derive_keypoints_2d, load_keypoints_3d, load_points
+from featurenerf.data.annotations import keypoints_2d, load_keypoint_candidates, load_keypoints_3d
 from featurenerf.data.srn import ObjectRecord
 from featurenerf.visualize import save_image_grid
 
@@ -61,7 +62,7 @@ class Keypoints2D(Task):
         return {"PCK": PCK(pck_thresholds_2d(self.image_size), labels=labels)}
 
     def annotations(self, record: ObjectRecord, view: int) -> dict:
-        uv, visible = derive_keypoints_2d(record, view, self.image_size)
+        uv, visible = keypoints_2d(record, view, self.image_size)
         return {"kp_uv": uv, "kp_visible": visible}
 
     def step(self, ctx: TaskContext, item: dict) -> None:
@@ -105,8 +106,7 @@ class Keypoints3D(Task):
         return {"PCK": PCK(PCK_3D_UNITS)}
 
     def annotations(self, record: ObjectRecord, view: int) -> dict:
-        xyz, _ = load_points(record)
-        return {"kp_xyz": load_keypoints_3d(record), "points": xyz}
+        return {"kp_xyz": load_keypoints_3d(record), "points": load_keypoint_candidates(record)}
 
     def step(self, ctx: TaskContext, item: dict) -> None:
         kind = item["kind"]

@@ -55,6 +55,34 @@ def transfer_labels(src_desc: Tensor, src_labels: Tensor, trg_desc: Tensor) -> T
     return src_labels[cosine_nearest(trg_desc, src_desc)]
 
 
+def vote_labels(sources: Sequence[tuple[Tensor, Tensor]], trg_desc: Tensor) -> Tensor:
+    """Few-shot label transfer: each target element takes the majority label of its nearest element in
+    each of the ``K`` annotated sources (ties go to the label whose votes are more similar in sum).
+
+    With one source this is exactly :func:`transfer_labels`.
+
+    Args:
+        sources: ``K`` pairs ``(desc (M_k, D), labels (M_k,) int)``, each ``M_k >= 1``. trg_desc: (N, D).
+    Returns:
+        (N,) predicted target labels.
+    """
+    if len(sources) == 1:
+        return transfer_labels(sources[0][0], sources[0][1], trg_desc)
+    q = F.normalize(trg_desc.float(), dim=-1)
+    votes, sims = [], []
+    for desc, labels in sources:
+        k = F.normalize(desc.float(), dim=-1)
+        best = [(part @ k.T).max(dim=1) for part in q.split(4096)]
+        sims.append(torch.cat([b.values for b in best]))
+        votes.append(labels[torch.cat([b.indices for b in best])])
+    votes_t, sims_t = torch.stack(votes, 1), torch.stack(sims, 1)  # (N, K)
+    n_labels = int(votes_t.max()) + 1
+    # A vote counts 1; the summed similarity, scaled into (-0.5, 0.5), only breaks ties between counts.
+    weight = 1.0 + sims_t / (2 * len(sources) + 1)
+    scores = torch.zeros(len(q), n_labels, device=q.device).scatter_add_(1, votes_t, weight)
+    return scores.argmax(dim=1)
+
+
 def part_miou(pred: Tensor, truth: Tensor, src_labels: Tensor, background: int = 0) -> Tensor | None:
     """Mean IoU of one pair over the parts present in both the source and the target truth.
 

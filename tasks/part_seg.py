@@ -9,11 +9,18 @@ the target view from the source view; ``teacher_2d`` reads the real target image
 object is conditioned on its own input view (cross-view: the same object from two views).
 
 Metric: IoU per part present in both objects' truth, mean per pair, then mean over pairs.
+
+Few-shot (``--tasks.shots K``): a cross-instance pair is also evaluated with ``K`` annotated source objects
+(its source plus ``K - 1`` more of the split, seen from the same view, each conditioned on its own image);
+each target element takes the majority label of its nearest element in each source
+(:func:`~featurenerf.tasks.metrics.vote_labels`), and the IoU runs over the parts present in the target
+and any source. Reported as ``mIoU@<K>shot`` beside the one-shot ``mIoU``.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 from torchmetrics import Metric
 
 from featurenerf.data.annotations import load_part_map, load_points
@@ -23,14 +30,39 @@ from featurenerf.visualize import save_image_grid
 from . import pictures
 from .base import Task, TaskContext, register_task
 from .descriptors import PosedView
-from .metrics import PartMIoU, transfer_labels
+from .metrics import PartMIoU, vote_labels
+
+
+class _PartTransfer(Task):
+    """Shared by the 2D and 3D part tasks: label transfer from one or several sources, and its mIoU."""
+
+    def transfer(
+        self, kind: str, method: str, sources: list[tuple[Tensor, Tensor]], trg_desc: Tensor, trg_lab: Tensor
+    ) -> Tensor:
+        """Update the mIoU of every number of sources evaluated on ``kind`` pairs.
+
+        Args:
+            sources: ``(descriptors (M_k, D), labels (M_k,))`` of the pair's source first, then the further
+                sources of a few-shot evaluation. trg_desc: (N, D); trg_lab: (N,) true labels.
+        Returns:
+            (N,) the prediction with the fewest sources (the pictures show it).
+        """
+        shots = self.shots if kind == "cross_inst" else (1,)
+        first = None
+        for k in shots:
+            pred = vote_labels(sources[:k], trg_desc)
+            present = torch.cat([lab for _, lab in sources[:k]])
+            self.update(kind, method, self.metric_name("mIoU", kind, k), pred, trg_lab, present)
+            first = pred if first is None else first
+        return first
 
 
 @register_task("part_seg_2d")
-class PartSeg2D(Task):
+class PartSeg2D(_PartTransfer):
     """Part label transfer between images (mIoU over foreground pixels)."""
 
     needs = "part label maps parts/NNNNNN.png beside rgb/"
+    few_shot = True
 
     def new_metrics(self) -> dict[str, Metric]:
         return {"mIoU": PartMIoU()}
@@ -47,12 +79,18 @@ class PartSeg2D(Task):
             return  # an empty view has nothing to transfer; the pair is not counted
         src_lab = item["src"]["parts"][src_ij[:, 0], src_ij[:, 1]]
         trg_lab = item["trg"]["parts"][trg_ij[:, 0], trg_ij[:, 1]]
+        extra = []  # further annotated sources (few-shot): (view, foreground labels)
+        for side in item.get("extra_src", []):
+            view = PosedView.from_item(side)
+            ij = view.foreground_ij()
+            if len(ij):
+                extra.append((view, side["parts"][ij[:, 0], ij[:, 1]]))
         preds = {}
         for method in self.methods:
-            src_desc = ctx.descriptors.foreground(method, src, src)
             trg_desc = ctx.descriptors.foreground(method, trg, cond)
-            preds[method] = transfer_labels(src_desc, src_lab, trg_desc)
-            self.update(kind, method, "mIoU", preds[method], trg_lab, src_lab)
+            sources = [(ctx.descriptors.foreground(method, src, src), src_lab)]
+            sources += [(ctx.descriptors.foreground(method, v, v), lab) for v, lab in extra]
+            preds[method] = self.transfer(kind, method, sources, trg_desc, trg_lab)
         if ctx.wants_picture(item):
             n = ctx.num_parts
             row = [
@@ -68,10 +106,11 @@ class PartSeg2D(Task):
 
 
 @register_task("part_seg_3d")
-class PartSeg3D(Task):
+class PartSeg3D(_PartTransfer):
     """Part label transfer between labelled surface point clouds (mIoU over target points)."""
 
     needs = "labelled surface points points.npz (xyz, labels)"
+    few_shot = True
 
     def new_metrics(self) -> dict[str, Metric]:
         return {"mIoU": PartMIoU()}
@@ -87,12 +126,19 @@ class PartSeg3D(Task):
         t_xyz, t_lab = item["trg"]["points"], item["trg"]["point_labels"]
         if len(s_xyz) == 0 or len(t_xyz) == 0:
             return
+        extra = [
+            (PosedView.from_item(side), side["points"], side["point_labels"])
+            for side in item.get("extra_src", [])
+            if len(side["points"])
+        ]
         preds = {}
         for method in self.methods:
-            src_desc = ctx.descriptors.points(method, s_xyz, src, ("surface", src.name))
             trg_desc = ctx.descriptors.points(method, t_xyz, trg, ("surface", trg.name))
-            preds[method] = transfer_labels(src_desc, s_lab, trg_desc)
-            self.update(kind, method, "mIoU", preds[method], t_lab, s_lab)
+            sources = [(ctx.descriptors.points(method, s_xyz, src, ("surface", src.name)), s_lab)]
+            sources += [
+                (ctx.descriptors.points(method, x, v, ("surface", v.name)), lab) for v, x, lab in extra
+            ]
+            preds[method] = self.transfer(kind, method, sources, trg_desc, t_lab)
         if ctx.wants_picture(item):
             n = ctx.num_parts
             extent = float(torch.cat([s_xyz, t_xyz]).norm(dim=-1).max()) * 1.1

@@ -34,6 +34,7 @@ from .pairs import (
     sample_pairs,
     write_pairs_file,
 )
+from .shots import draw_extra_sources, normalise_shots
 from .viewpoints import PoseCache, summarize_angles
 
 
@@ -62,6 +63,9 @@ class TaskSuite:
             in viewing direction).
         baseline_min_deg, baseline_max_deg: the angle between the two viewing directions of a drawn
             cross-view pair (default 15-60 degrees: near views); pairs files are taken as they are.
+        shots: annotated source objects per cross-instance pair of the part tasks, one count or several
+            (``[1, 5]`` reports both side by side; see :mod:`featurenerf.tasks.shots`). 1: the paper's
+            one-shot transfer.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class TaskSuite:
         match_camera: str = "same",
         baseline_min_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[0],
         baseline_max_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[1],
+        shots: int | Sequence[int] = 1,
     ) -> None:
         names = list(dict.fromkeys(tasks))
         if not names:
@@ -93,6 +98,10 @@ class TaskSuite:
         self.num_pictures = pictures
         self.cache_bytes = int(cache_mb) << 20
         self.tasks: list[Task] = [TASKS.create(n, methods=METHODS, image_size=self.image_size) for n in names]
+        self.shots = normalise_shots(shots)
+        for task in self.tasks:
+            if task.few_shot:
+                task.set_shots(self.shots)
 
         records = sorted(datamodule.records(split), key=lambda r: r.name)
         root = getattr(datamodule, "root", None)
@@ -121,8 +130,17 @@ class TaskSuite:
         self.protocol = self._protocol(poses)
         used = {p.src for p in self.pairs.cross_inst} | {p.trg for p in self.pairs.cross_inst}
         used |= {p.model_id for p in self.pairs.cross_view}
-        self.records = [r for r in records if r.name in used]
         self.notes: list[str] = []
+        self.extra_sources: dict[int, tuple[str, ...]] = {}
+        if max(self.shots) > 1 and any(t.few_shot for t in self.tasks):
+            self.extra_sources = draw_extra_sources(self.pairs.cross_inst, records, max(self.shots) - 1, seed)
+            used |= {name for names in self.extra_sources.values() for name in names}
+            fewest = min((len(v) + 1 for v in self.extra_sources.values()), default=max(self.shots))
+            if fewest < max(self.shots):
+                self.notes.append(
+                    f"shots: some pairs had only {fewest} annotated source object(s) in the {split!r} split"
+                )
+        self.records = [r for r in records if r.name in used]
         if not self.pairs.cross_inst and any("cross_inst" in t.kinds for t in self.tasks):
             self.notes.append(f"no cross-instance pairs: the {split!r} split needs at least two objects")
         self._check_annotations()
@@ -195,7 +213,7 @@ class TaskSuite:
         views = ObjectViews(self.image_size, dm.background, cache)
         loaders = []
         for task in self.tasks:
-            items = PairItems(task, self.pairs, self.records, views)
+            items = PairItems(task, self.pairs, self.records, views, self.extra_sources)
             loaders.append(
                 DataLoader(
                     items,
@@ -310,9 +328,14 @@ class TaskSuite:
     # ------------------------------------------------------------------ results
     def describe(self) -> str:
         source = f"pairs file {self.pairs_file}" if self.pairs_file else f"seed {self.seed}"
+        shots = (
+            ""
+            if self.shots == (1,)
+            else f", part labels from {' and '.join(map(str, self.shots))} source object(s)"
+        )
         return (
             f"{len(self.pairs.cross_inst)} cross-instance and {len(self.pairs.cross_view)} cross-view pairs "
-            f"from the {self.split!r} split ({source}), {self.image_size} px"
+            f"from the {self.split!r} split ({source}), {self.image_size} px{shots}"
         )
 
     def table(self, results: dict, step: int = 0) -> str:

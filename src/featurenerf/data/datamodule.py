@@ -45,7 +45,8 @@ class FeatureNeRFData(L.LightningDataModule):
     Args:
         root: dataset folder holding ``<category>_{train,val,test}/``.
         category: restrict to one category folder prefix (e.g. ``cars``); all by default.
-        format: "auto", "srn" or "transforms".
+        format: "auto", "srn", "transforms" or "featurenerf_release" (the authors' rendered ShapeNet:
+            ``camera/``, ``img/``, ``splits/``; ``category`` is then a synset such as ``02958343``).
         image_size: square size images are resized to (SRN: 128).
         background: "white" or "black"; ``None`` reads ``meta.json`` (white when absent).
         teacher: registry name (``hed_vgg16``, ``dino_vits8``, ...), a ``{"class_path": ..., "init_args":
@@ -137,7 +138,7 @@ class FeatureNeRFData(L.LightningDataModule):
         from featurenerf.data.annotations import read_meta
 
         try:
-            return read_meta(self.require_root())
+            return read_meta(self.require_root(), self.category)
         except DataError:
             return None
 

@@ -6,7 +6,8 @@ one object are ~39 MB in float16; a step needs one or two). Layout::
     <cache_dir>/<teacher.cache_key()>/<size>px-<background>-<masked|unmasked>/<split folder>/<object>.safetensors
 
 Each file holds ``features`` ``(V, C, h, w)`` float16 and metadata: the teacher's cache key, the
-settings, a digest of the object's image files (names, sizes and bytes) and a CRC-32 per view. A file
+settings, a digest of the object's image files (names, sizes and bytes; plus the teacher's own feature
+file for the ``precomputed`` teacher) and a CRC-32 per view. A file
 whose key, settings or image digest no longer match is *stale*; one whose header does not parse, whose
 shape is wrong or whose view bytes fail their checksum is *corrupt*. :meth:`FeatureCache.ensure` rebuilds
 both (and says so); :meth:`FeatureCache.load` refuses them with :class:`CacheError`, so a bad cache file
@@ -104,17 +105,28 @@ class FeatureCache:
         """The cache file of ``record`` (keyed by its split folder, e.g. ``cars_train``, and name)."""
         return self.directory / record.directory.parent.name / f"{record.name}.safetensors"
 
+    def source_files(self, record: ObjectRecord) -> list[Path]:
+        """The files the maps of ``record`` are made from: its images, plus the teacher's own per-object
+        files when it reads some (the ``precomputed`` teacher's feature file, an annotation oracle's
+        ``input_files``)."""
+        extra = []
+        for hook in ("source_files", "input_files"):
+            files = getattr(self.teacher, hook, None)
+            extra += list(files(record)) if files is not None else []
+        return [*record.rgb_paths, *extra]
+
     def image_digest(self, record: ObjectRecord) -> str:
-        """SHA-1 over the object's image files (names, sizes, bytes), remembered per file stat so the
-        per-step check in :meth:`load` costs one ``stat`` per image, not a read. A teacher that reads
-        other files of the object (an annotation oracle's ``input_files``) has those digested too."""
-        extra = getattr(self.teacher, "input_files", lambda _record: [])(record)
-        paths = [*record.rgb_paths, *extra]
-        stats = tuple((str(p), (s := os.stat(p)).st_size, s.st_mtime_ns) for p in paths)
+        """SHA-1 over the object's source files (:meth:`source_files`: names, sizes, bytes), remembered per
+        file stat so the per-step check in :meth:`load` costs one ``stat`` per file, not a read."""
+        files = self.source_files(record)
+        try:
+            stats = tuple((str(p), (s := os.stat(p)).st_size, s.st_mtime_ns) for p in files)
+        except FileNotFoundError as err:
+            raise CacheError(err.filename, "missing source file of the teacher maps") from None
         digest = self._digests.get(stats)
         if digest is None:
             h = hashlib.sha1()
-            for path in paths:
+            for path in files:
                 data = Path(path).read_bytes()
                 h.update(f"{Path(path).name}:{len(data)}\n".encode())
                 h.update(data)
@@ -155,8 +167,11 @@ class FeatureCache:
                 f"expected {self.key}/{self.settings})",
             )
         if meta.get("images") != self.image_digest(record):
-            reads = getattr(self.teacher, "input_files", lambda _record: [])(record)
-            what = "images or annotations" if reads else "images"
+            what = (
+                "images or the teacher's own files"
+                if self.source_files(record)[len(record.rgb_paths) :]
+                else "images"
+            )
             raise CacheError(path, f"stale feature cache file (the object's {what} changed)")
         expected = (record.num_views, self.feature_dim, *self.grid)
         crcs = meta.get("view_crc32", "").split(",")
@@ -265,7 +280,13 @@ class FeatureCache:
         return report
 
     def compute(self, record: ObjectRecord, on_views=None) -> Tensor:
-        """Teacher maps of every view of ``record``: ``(V, C, h, w)`` float16 on the CPU."""
+        """Teacher maps of every view of ``record``: ``(V, C, h, w)`` float16 on the CPU.
+
+        A teacher that reads maps from disk (``object_features``, the ``precomputed`` teacher) gives
+        them whole; the background is masked the same way as for a teacher that runs on images.
+        """
+        if hasattr(self.teacher, "object_features"):
+            return self._read_precomputed(record, on_views)
         chunks = []
         for lo in range(0, record.num_views, self.batch_size):
             paths = record.rgb_paths[lo : lo + self.batch_size]
@@ -286,6 +307,17 @@ class FeatureCache:
             if on_views is not None:
                 on_views(len(paths))
         return torch.cat(chunks)
+
+    def _read_precomputed(self, record: ObjectRecord, on_views=None) -> Tensor:
+        from featurenerf.teachers.base import foreground_cells
+
+        feats = self.teacher.object_features(record).float()
+        if self.mask_background:
+            masks = [load_image_and_mask(p, self.image_size, self.background)[1] for p in record.rgb_paths]
+            feats = feats * foreground_cells(torch.stack(masks)[:, None], feats.shape[-2:]).to(feats)
+        if on_views is not None:
+            on_views(record.num_views)
+        return feats.clamp(-_FP16_MAX, _FP16_MAX).half()
 
     def build(self, record: ObjectRecord, on_views=None) -> Path:
         """Compute and atomically write the cache file of ``record``; returns its path."""

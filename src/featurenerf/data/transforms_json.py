@@ -78,10 +78,16 @@ def _intrinsics(raw: dict, first_image: Path, where: str) -> Intrinsics:
     return Intrinsics(fl_x, fl_y, cx, cy, height, width)
 
 
-def read_transforms_object(directory: Path, split: str = "") -> ObjectRecord:
-    """Index one ``transforms.json`` object; poses are converted to OpenCV and kept in ``extra["poses"]``."""
-    directory = Path(directory)
-    path = directory / FILENAME
+def read_frames(path: Path, image_dir: Path) -> tuple[tuple[Path, ...], torch.Tensor, Intrinsics]:
+    """Parse a ``transforms.json``-style camera file whose ``file_path`` entries are relative to
+    ``image_dir``.
+
+    Returns:
+        The image paths (in frame order), camera-to-world poses ``(V, 4, 4)`` float32 converted to
+        featurenerf's OpenCV axes, and the intrinsics.
+    Raises:
+        DataError: one line naming the file (and frame) at fault.
+    """
     if not path.is_file():
         raise DataError(f"{path}: missing")
     try:
@@ -105,15 +111,22 @@ def read_transforms_object(directory: Path, split: str = "") -> ObjectRecord:
             raise DataError(
                 f"{where}.transform_matrix must be 4x4 finite numbers, got shape {tuple(pose.shape)}"
             )
-        images.append(_resolve_image(directory, frame["file_path"], where))
+        images.append(_resolve_image(image_dir, frame["file_path"], where))
         poses.append(pose)
     intr = _intrinsics(raw, images[0], str(path))
-    c2w = opengl_to_opencv(torch.stack(poses)).float()
+    return tuple(images), opengl_to_opencv(torch.stack(poses)).float(), intr
+
+
+def read_transforms_object(directory: Path, split: str = "") -> ObjectRecord:
+    """Index one ``transforms.json`` object; poses are converted to OpenCV and kept in ``extra["poses"]``."""
+    directory = Path(directory)
+    path = directory / FILENAME
+    images, c2w, intr = read_frames(path, directory)
     return ObjectRecord(
         name=directory.name,
         split=split,
         directory=directory,
-        rgb_paths=tuple(images),
+        rgb_paths=images,
         pose_paths=(path,) * len(images),  # no per-view pose files: every view's pose lives in this file
         intrinsics=intr,
         extra={"poses": c2w, "format": "transforms"},
