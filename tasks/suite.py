@@ -151,6 +151,7 @@ class TaskSuite:
             methods.append("teacher_2d")
         if self.pixelnerf is not None:
             methods.append("pixelnerf")
+        methods.append("copy_input")  # novel views only (the other tasks drop it)
         return methods
 
     def _prepare(self, module) -> None:
@@ -190,6 +191,7 @@ class TaskSuite:
     def validation_step(self, module, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
         """Evaluate one pair of task ``dataloader_idx - 1`` (loader 0 is the module's novel views)."""
         task = self.tasks[dataloader_idx - 1]
+        task.current_pair = int(batch["pair"])
         task.step(self.context(module), batch)
 
     def on_validation_epoch_end(self, module) -> dict[str, dict[str, dict[str, float]]]:
@@ -203,6 +205,7 @@ class TaskSuite:
         if trainer is not None and not trainer.sanity_checking:
             self._note_truncation(trainer)
         results = {task.name: task.compute() for task in self.tasks}
+        per_pair = {task.name: task.per_pair() for task in self.tasks}  # every rank joins the gather
         for task in self.tasks:
             task.reset()
         self._ctx = None
@@ -222,7 +225,7 @@ class TaskSuite:
                 module.log_dict(flat, add_dataloader_idx=False, batch_size=1, sync_dist=True, reduce_fx="max")
         if trainer is None or trainer.is_global_zero:
             step = int(getattr(module, "global_step", 0))
-            self.write(results, step)
+            self.write(results, step, per_pair)
             print(self.table(results, step), flush=True)
         return results
 
@@ -254,8 +257,9 @@ class TaskSuite:
         """The results as one Markdown table (rows task / metric, columns methods) with notes."""
         return results_table(results, header=f"Tasks at step {step}: {self.describe()}.", notes=self.notes)
 
-    def write(self, results: dict, step: int = 0) -> None:
-        """``results.json``, ``results.md`` and ``pairs.json`` in ``out_dir`` (each written atomically)."""
+    def write(self, results: dict, step: int = 0, per_pair: dict | None = None) -> None:
+        """``results.json``, ``results.md``, ``pairs.json`` and (given) ``per_pair.json`` in ``out_dir``
+        (each written atomically); ``per_pair`` is ``{task: Task.per_pair()}``."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         clean = {
             t: {m: {k: (None if math.isnan(v) else v) for k, v in vals.items()} for m, vals in per.items()}
@@ -265,6 +269,8 @@ class TaskSuite:
         with atomic_write(self.out_dir / "results.md", "w") as fh:
             fh.write(self.table(results, step) + "\n")
         write_pairs_file(self.out_dir / "pairs.json", self.pairs)
+        if per_pair is not None:
+            atomic_write_json(self.out_dir / "per_pair.json", {"step": step, "tasks": per_pair})
 
 
 def format_value(metric: str, value: float | None) -> str:
