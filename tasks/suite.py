@@ -46,6 +46,8 @@ class TaskSuite:
         out_dir: where results, pairs and pictures go.
         pictures: pairs of each kind per task that get a picture.
         cache_mb: memory budget of the rendered-descriptor cache.
+        methods: compare only these methods (default ``None``: every available one); a name that is
+            not a method is refused.
     """
 
     def __init__(
@@ -61,10 +63,15 @@ class TaskSuite:
         out_dir: str | Path = "outputs/tasks",
         pictures: int = 2,
         cache_mb: int = 1024,
+        methods: Sequence[str] | None = None,
     ) -> None:
         names = list(dict.fromkeys(tasks))
         if not names:
             raise ValueError("TaskSuite needs at least one task")
+        unknown = [m for m in methods or () if m not in METHODS]
+        if unknown:
+            raise DataError(f"--tasks.methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+        self.only = None if methods is None else set(methods)
         self.datamodule = datamodule
         self.image_size = int(image_size or datamodule.image_size)
         self.split = split
@@ -152,7 +159,7 @@ class TaskSuite:
         if self.pixelnerf is not None:
             methods.append("pixelnerf")
         methods.append("copy_input")  # novel views only (the other tasks drop it)
-        return methods
+        return [m for m in methods if self.only is None or m in self.only]
 
     def _prepare(self, module) -> None:
         """Choose the methods (the same on every rank) and put metric states on the model's device."""
@@ -161,7 +168,7 @@ class TaskSuite:
             self.methods = methods
             for task in self.tasks:
                 task.set_methods(methods)
-            if "featurenerf_v" not in methods:
+            if "featurenerf_v" not in methods and module.net.feature_dim == 0:
                 self._note("featurenerf_v: skipped (the model has no feature head, feature_dim 0)")
         for task in self.tasks:
             task.to(module.device)

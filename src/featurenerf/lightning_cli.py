@@ -104,6 +104,18 @@ class FeatureNeRFCLI(LightningCLI):
         parser.add_argument(
             "--tasks.image_size", type=int | None, default=None, help="default: data.image_size"
         )
+        parser.add_argument(
+            "--tasks.methods",
+            type=list[str] | None,
+            default=None,
+            help="compare only these methods (default: every available one)",
+        )
+        parser.add_argument(
+            "--tasks.cache_mb",
+            type=int,
+            default=1024,
+            help="memory budget of the rendered-descriptor cache (MB); descriptors that do not fit are re-rendered",
+        )
 
     def _cfg(self):
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -230,6 +242,8 @@ class FeatureNeRFCLI(LightningCLI):
                 pixelnerf_ckpt=t.pixelnerf_ckpt,
                 image_size=t.image_size,
                 out_dir=self.run_dir / "tasks",
+                cache_mb=t.cache_mb,
+                methods=t.methods,
             )
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 
