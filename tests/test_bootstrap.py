@@ -45,7 +45,9 @@ def test_intervals_cover_the_true_mean_about_95_percent_of_the_time():
     hits = 0
     trials = 200
     for _ in range(trials):
-        ci = bootstrap_interval([rng.exponential(1.0, size=60), rng.exponential(1.0, size=60)], replicates=500)
+        ci = bootstrap_interval(
+            [rng.exponential(1.0, size=60), rng.exponential(1.0, size=60)], replicates=500
+        )
         hits += ci.lo <= 1.0 <= ci.hi
     assert 0.88 <= hits / trials <= 0.99
 

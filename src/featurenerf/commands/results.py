@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-DESCRIPTION = "Train every variant on the toy categories, evaluate all tasks with intervals, write docs/results.md"
+DESCRIPTION = (
+    "Train every variant on the toy categories, evaluate all tasks with intervals, write docs/results.md"
+)
 
 
 def main(argv: list[str] | None = None) -> int:

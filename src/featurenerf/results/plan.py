@@ -41,7 +41,9 @@ class Category:
 #: The categories of the study, by name.
 CATEGORIES = {
     "toy_cars": Category("toy_cars", "toycar", Path("configs/toy_cars.yaml"), Path("data/toy_cars")),
-    "toy_chairs": Category("toy_chairs", "toychair", Path("configs/toy_chairs.yaml"), Path("data/toy_chairs")),
+    "toy_chairs": Category(
+        "toy_chairs", "toychair", Path("configs/toy_chairs.yaml"), Path("data/toy_chairs")
+    ),
 }
 
 
@@ -149,7 +151,11 @@ def eval_args(budget: Budget, variant: str) -> list[str]:
     recomputed. The descriptor cache holds every rendered view of the pairs, so the part and keypoint
     tasks on the same pairs never render a view twice.
     """
-    methods = "[featurenerf, featurenerf_v, teacher_2d, copy_input]" if variant == "featurenerf" else "[featurenerf]"
+    methods = (
+        "[featurenerf, featurenerf_v, teacher_2d, copy_input]"
+        if variant == "featurenerf"
+        else "[featurenerf]"
+    )
     # The untrained model's novel views are not a baseline anyone needs (copy_input is the trivial one).
     tasks = [t for t in TASKS if variant != "untrained" or t != "novel_view"]
     return [

@@ -70,7 +70,9 @@ def _datamodule_class():
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m featurenerf.results.prepare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m featurenerf.results.prepare", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--category", required=True, help="data synth category (toycar, toychair)")
     p.add_argument("--root", type=Path, required=True)

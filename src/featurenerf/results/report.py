@@ -78,7 +78,9 @@ def gather(jobs: list[Job]) -> tuple[dict, dict]:
                         slot[job.seed] = vals
         nv = job.run_dir / "novel_view.json"
         if nv.exists():
-            validation.setdefault(job.category, {}).setdefault(job.variant, {})[job.seed] = json.loads(nv.read_text())
+            validation.setdefault(job.category, {}).setdefault(job.variant, {})[job.seed] = json.loads(
+                nv.read_text()
+            )
     return values, validation
 
 
@@ -108,7 +110,9 @@ def table(stats: dict) -> str:
     lines = ["| task / metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for task, per_metric in stats.items():
         for metric, per_col in per_metric.items():
-            lines.append(f"| {task} / {metric} | " + " | ".join(cell(metric, per_col.get(c)) for c in cols) + " |")
+            lines.append(
+                f"| {task} / {metric} | " + " | ".join(cell(metric, per_col.get(c)) for c in cols) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -202,7 +206,9 @@ def _budget_lines(budget: Budget, walls: dict, total_s: float | None) -> list[st
         f"- device: {device_line(budget)}",
     ]
     if fits:
-        lines.append(f"- wall time: fits {sum(fits) / 60:.1f} min in all ({sum(fits) / len(fits):.0f} s each on average)")
+        lines.append(
+            f"- wall time: fits {sum(fits) / 60:.1f} min in all ({sum(fits) / len(fits):.0f} s each on average)"
+        )
     if evals:
         lines.append(
             f"- wall time: evaluations {sum(evals) / 60:.1f} min in all ({sum(evals) / len(evals):.0f} s each on average)"
@@ -278,13 +284,23 @@ def write_report(
             lines += ["", f"![{Path(pic).stem}]({pic})"]
         results_json["categories"][cat] = {
             "table": {
-                task: {m: {c: (ci.to_json() if ci else None) for c, ci in per.items()} for m, per in pm.items()}
+                task: {
+                    m: {c: (ci.to_json() if ci else None) for c, ci in per.items()} for m, per in pm.items()
+                }
                 for task, pm in cat_stats.items()
             },
             "targets": checks,
             "pictures": pictures.get(cat, []),
         }
-    lines += ["", "## Commands", "", f"    {command}", "", "Which runs, in order (each skipped when done):", ""]
+    lines += [
+        "",
+        "## Commands",
+        "",
+        f"    {command}",
+        "",
+        "Which runs, in order (each skipped when done):",
+        "",
+    ]
     lines += [f"    {j.command()}" for j in jobs]
     docs.mkdir(parents=True, exist_ok=True)
     md = docs / "results.md"

@@ -162,8 +162,10 @@ def _loop(pending, running, status, budget, logs, timings, env, log) -> None:
             else:
                 status[name] = "failed"
                 log(f"results: {name} FAILED (exit {rc}); see {logs / (name + '.log')}")
-        if pending and not running and not any(
-            all(status.get(d) in ("done", "skipped") for d in j.deps) for j in pending
+        if (
+            pending
+            and not running
+            and not any(all(status.get(d) in ("done", "skipped") for d in j.deps) for j in pending)
         ):
             for job in pending:
                 status[job.name] = "blocked"
