@@ -132,8 +132,12 @@ def test_results_md_has_every_row_with_an_interval(study):
         # Label-transfer rows: every method but copy_input has "mean [lo, hi]"; novel views: the trained
         # fields and copy_input (the untrained model's novel views are not evaluated).
         want = [0, 1, 2, 3, 4, 5] if label_transfer else [0, 2, 3, 6]
+        if "keypoints_2d / cross_inst" in line and all(cells[i] == "–" for i in want):
+            continue  # at 32 px no keypoint may be visible on both objects: no pair counted, for any method
         for i in want:
             assert "[" in cells[i] and "]" in cells[i], line
+    with_intervals = [line for line in rows if line.count("[") >= 4]
+    assert len(with_intervals) >= len(rows) - 4
     assert "Targets met:" in md and "seeds 0, 1" in md and "3 cross-instance and 3 cross-view" in md
     assert "featurenerf fit --config configs/toy_cars.yaml" in md and "--model.coord_weight 0" in md
 
