@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench lint clean
+.PHONY: help install test test-all demo results bench lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ test-all: $(STAMP) ## Run every test, slow ones included
 
 demo: $(STAMP) ## Make toy-car data, train, evaluate and write pictures (about 15 min on 2 cores)
 	$(BIN)/python -m featurenerf.demo --out $(DEMO_DIR)
+
+results: $(STAMP) ## Train every variant on toy cars + chairs (2 seeds), evaluate with intervals, write docs/results.md (< 1 h on 2 cores)
+	$(BIN)/python -m featurenerf.results $(RESULTS_ARGS)
 
 bench: $(STAMP) ## Run the benchmarks; JSON + table under benchmarks/results/
 	$(BIN)/python benchmarks/run.py --out benchmarks/results

@@ -30,7 +30,8 @@ from torchmetrics import Metric
 from featurenerf.data.srn import DataError, ObjectRecord
 from featurenerf.registry import Registry
 
-from .descriptors import METHODS, Descriptors
+from .descriptors import DESCRIPTOR_METHODS, METHODS, Descriptors
+from .metrics import PairMean
 from .pairs import KINDS
 
 TASKS: Registry[Task] = Registry("task", "featurenerf.tasks")
@@ -89,7 +90,7 @@ class Task(abc.ABC):
     #: Pair kinds the task evaluates.
     kinds: ClassVar[tuple[str, ...]] = KINDS
     #: Methods the task can evaluate.
-    supported_methods: ClassVar[tuple[str, ...]] = METHODS
+    supported_methods: ClassVar[tuple[str, ...]] = DESCRIPTOR_METHODS
     #: What the task needs from the dataset, for the one-line error on unannotated data.
     needs: ClassVar[str] = ""
     #: Whether a side's ``teacher`` map is used (the data side loads it only then).
@@ -104,6 +105,8 @@ class Task(abc.ABC):
         self.image_size = int(image_size)
         self.methods: list[str] = []
         self._metrics: dict[tuple[str, str], dict[str, Metric]] = {}
+        #: Index (within its kind) of the pair being evaluated; kept beside each per-pair value.
+        self.current_pair = -1
         self.set_methods(methods)
 
     @property
@@ -150,7 +153,10 @@ class Task(abc.ABC):
 
     def update(self, kind: str, method: str, name: str, *args: Any, **kwargs: Any) -> None:
         """Add one pair's observation to metric ``name`` of (``kind``, ``method``)."""
-        self.metric(kind, method, name).update(*args, **kwargs)
+        metric = self.metric(kind, method, name)
+        if isinstance(metric, PairMean):
+            kwargs.setdefault("pair", self.current_pair)
+        metric.update(*args, **kwargs)
 
     def compute(self) -> dict[str, dict[str, float]]:
         """``{method: {"<kind>/<metric>": value}}``; NaN where no pair was measured.
@@ -169,6 +175,31 @@ class Task(abc.ABC):
                 )
                 for label, v in zip(labels, value):
                     out[method][f"{kind}/{label}"] = float(v)
+        return out
+
+    def per_pair(self) -> dict[str, dict[str, dict[str, list]]]:
+        """Per-pair values: ``{method: {kind: {"pairs": [index, ...], "<metric>": [value, ...]}}}``.
+
+        Only :class:`~featurenerf.tasks.metrics.PairMean` metrics (every built-in one) are listed; pairs
+        a metric did not count are absent. Under DDP every rank must call it (the lists are gathered).
+        """
+        out: dict[str, dict[str, dict[str, list]]] = {m: {} for m in self.methods}
+        for (kind, method), metrics in self._metrics.items():
+            entry: dict[str, list] = {}
+            for name, metric in metrics.items():
+                if not isinstance(metric, PairMean):
+                    continue
+                ids, values = metric.per_pair()
+                if "pairs" in entry and entry["pairs"] != ids.tolist():
+                    raise RuntimeError(f"{self.name}: metrics of {kind}/{method} counted different pairs")
+                entry["pairs"] = ids.tolist()
+                labels = getattr(metric, "labels", None) or (
+                    [name] if metric.size == 1 else [f"{name}{i}" for i in range(metric.size)]
+                )
+                for i, label in enumerate(labels):
+                    entry[label] = values[:, i].tolist()
+            if entry:
+                out[method][kind] = entry
         return out
 
     def reset(self) -> None:

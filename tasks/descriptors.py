@@ -9,6 +9,7 @@ Methods (PAPER.md, "Evaluation protocol"):
   the pixels; for 3D points, the points are projected into the conditioning view and the upsampled map
   is read there bilinearly (no occlusion reasoning).
 * ``pixelnerf``: ``v_NeRF`` of a second model trained without distillation.
+* ``copy_input``: no descriptors; novel views only, the source image taken as the target view.
 
 Every descriptor is L2-normalised, so matching is cosine nearest neighbour. Pixel descriptors are made
 for the foreground pixels (true object mask) of a view, in row-major order, and cached per (model, view,
@@ -27,8 +28,10 @@ from torch import Tensor, nn
 
 from featurenerf.geometry.cameras import project_points, rays_from_pixels, uv_to_grid
 
+#: Methods that have per-pixel / per-point descriptors (what label-transfer tasks support by default).
+DESCRIPTOR_METHODS = ("featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf")
 #: Methods in table order.
-METHODS = ("featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf")
+METHODS = (*DESCRIPTOR_METHODS, "copy_input")
 #: Methods that are a field's output: method → (which model, which output).
 FIELD_OUTPUTS = {
     "featurenerf": ("model", "hidden"),

@@ -4,7 +4,9 @@ Pure functions (:func:`cosine_nearest`, :func:`part_miou`, :func:`pck`) compute 
 :class:`torchmetrics.Metric` subclasses accumulate them over pairs. Every metric is a mean over pairs of
 a per-pair value (mIoU of a pair, PCK of a pair's keypoints, PSNR of a pair's view), kept as a running
 *sum* and a pair *count* with ``dist_reduce_fx="sum"``: under DDP each rank evaluates its own pairs and
-the reduction is exact (the suite's sampler gives every pair to exactly one rank).
+the reduction is exact (the suite's sampler gives every pair to exactly one rank). The per-pair values
+themselves are kept too (list states with ``dist_reduce_fx="cat"``, tagged with the pair's index), so
+intervals can be bootstrapped over pairs (:meth:`PairMean.per_pair`).
 """
 
 from __future__ import annotations
@@ -121,6 +123,9 @@ def pck(dist: Tensor, thresholds: Sequence[float]) -> Tensor | None:
 class PairMean(Metric):
     """Mean over pairs of a per-pair value vector ``(T,)``; states are sums, so DDP reduction is exact.
 
+    Each counted pair's value is also kept with its pair index (list states, concatenated across ranks),
+    for intervals over pairs (:meth:`per_pair`).
+
     Args:
         size: length ``T`` of the per-pair vector (1 for a scalar).
     """
@@ -133,9 +138,14 @@ class PairMean(Metric):
         self.size = size
         self.add_state("total", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("pairs", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("values", default=[], dist_reduce_fx="cat")  # (T,) float64 per counted pair
+        self.add_state("pair_ids", default=[], dist_reduce_fx="cat")  # (1,) int64 per counted pair
 
-    def update(self, value: Tensor | float | None) -> None:
-        """Add one pair's value (``None``: the pair has nothing to measure and is not counted)."""
+    def update(self, value: Tensor | float | None, pair: int = -1) -> None:
+        """Add one pair's value (``None``: the pair has nothing to measure and is not counted).
+
+        ``pair`` is the pair's index within its kind (``-1``: unknown), kept beside the value.
+        """
         if value is None:
             return
         v = torch.as_tensor(value, dtype=torch.float64, device=self.total.device).reshape(-1)
@@ -143,6 +153,23 @@ class PairMean(Metric):
             raise ValueError(f"expected a per-pair value of size {self.size}, got {v.numel()}")
         self.total += v
         self.pairs += 1
+        self.values.append(v.clone())
+        self.pair_ids.append(torch.tensor([int(pair)], dtype=torch.long, device=v.device))
+
+    def per_pair(self) -> tuple[Tensor, Tensor]:
+        """The counted pairs' indices (P,) and values (P, T), sorted by pair index (all ranks' pairs).
+
+        Under DDP every rank must call it (the list states are gathered).
+        """
+        with self.sync_context(should_unsync=True):
+            values, ids = self.values, self.pair_ids
+            if isinstance(values, list):  # not synced (one process) or nothing gathered
+                values = torch.stack(values) if values else torch.zeros(0, self.size, dtype=torch.float64)
+                ids = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+            values = values.reshape(-1, self.size).cpu()
+            ids = ids.reshape(-1).long().cpu()  # an empty rank sends float
+        order = torch.argsort(ids, stable=True)
+        return ids[order], values[order]
 
     def compute(self) -> Tensor:
         """(T,) mean over the pairs counted so far (NaN before any)."""
@@ -157,9 +184,9 @@ class PartMIoU(PairMean):
     def __init__(self, **kwargs) -> None:
         super().__init__(size=1, **kwargs)
 
-    def update(self, pred: Tensor, truth: Tensor, src_labels: Tensor) -> None:  # type: ignore[override]
+    def update(self, pred: Tensor, truth: Tensor, src_labels: Tensor, pair: int = -1) -> None:  # type: ignore[override]
         """pred, truth: (N,) target labels; src_labels: (M,) source labels (see :func:`part_miou`)."""
-        super().update(part_miou(pred, truth, src_labels))
+        super().update(part_miou(pred, truth, src_labels), pair)
 
 
 class PCK(PairMean):
@@ -180,6 +207,6 @@ class PCK(PairMean):
                 f"need one label per threshold, got {len(self.labels)} for {len(self.thresholds)}"
             )
 
-    def update(self, pred: Tensor, truth: Tensor) -> None:  # type: ignore[override]
+    def update(self, pred: Tensor, truth: Tensor, pair: int = -1) -> None:  # type: ignore[override]
         """pred, truth: (K, 2) pixel or (K, 3) world positions of the keypoints evaluated in one pair."""
-        super().update(pck((pred.float() - truth.float()).norm(dim=-1), self.thresholds))
+        super().update(pck((pred.float() - truth.float()).norm(dim=-1), self.thresholds), pair)

@@ -3,7 +3,8 @@
 PSNR and SSIM of the full rendered image against the true target view, per pair, averaged over pairs, as
 pixelNeRF reports them (both images quantised to uint8, SSIM with a 7×7 uniform window: see
 :mod:`featurenerf.image_metrics`). Only methods that are radiance fields apply (``featurenerf`` and
-``pixelnerf``).
+``pixelnerf``), beside the trivial ``copy_input`` baseline (the source image itself taken as the target
+view) on the same pairs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class NovelView(Task):
     """PSNR / SSIM of the target view of each cross-view pair, rendered from the source view."""
 
     kinds = ("cross_view",)
-    supported_methods = ("featurenerf", "pixelnerf")
+    supported_methods = ("featurenerf", "pixelnerf", "copy_input")
     uses_teacher = False
 
     def new_metrics(self) -> dict[str, Metric]:
@@ -36,12 +37,15 @@ class NovelView(Task):
         truth = trg.image.float()[None]
         preds = {}
         for method in self.methods:
-            net = ctx.models[FIELD_OUTPUTS[method][0]]
-            cond = encode_view(net, src)
-            rgb = net.render_image(
-                cond, trg.pose[None], trg.focal[None], trg.c[None], s, s, outputs=("rgb",)
-            )["rgb"]
-            pred = rgb.permute(0, 3, 1, 2).clamp(0, 1).float()
+            if method == "copy_input":
+                pred = src.image.float()[None]
+            else:
+                net = ctx.models[FIELD_OUTPUTS[method][0]]
+                cond = encode_view(net, src)
+                rgb = net.render_image(
+                    cond, trg.pose[None], trg.focal[None], trg.c[None], s, s, outputs=("rgb",)
+                )["rgb"]
+                pred = rgb.permute(0, 3, 1, 2).clamp(0, 1).float()
             preds[method] = pred[0]
             self.update("cross_view", method, "PSNR", psnr_uint8(pred, truth)[0])
             self.update("cross_view", method, "SSIM", ssim_uint8(pred, truth)[0])

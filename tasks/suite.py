@@ -66,6 +66,8 @@ class TaskSuite:
         shots: annotated source objects per cross-instance pair of the part tasks, one count or several
             (``[1, 5]`` reports both side by side; see :mod:`featurenerf.tasks.shots`). 1: the paper's
             one-shot transfer.
+        methods: compare only these methods (default ``None``: every available one); a name that is
+            not a method is refused.
     """
 
     def __init__(
@@ -85,10 +87,15 @@ class TaskSuite:
         baseline_min_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[0],
         baseline_max_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[1],
         shots: int | Sequence[int] = 1,
+        methods: Sequence[str] | None = None,
     ) -> None:
         names = list(dict.fromkeys(tasks))
         if not names:
             raise ValueError("TaskSuite needs at least one task")
+        unknown = [m for m in methods or () if m not in METHODS]
+        if unknown:
+            raise DataError(f"--tasks.methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+        self.only = None if methods is None else set(methods)
         self.datamodule = datamodule
         self.image_size = int(image_size or datamodule.image_size)
         self.split = split
@@ -234,7 +241,8 @@ class TaskSuite:
             methods.append("teacher_2d")
         if self.pixelnerf is not None:
             methods.append("pixelnerf")
-        return methods
+        methods.append("copy_input")  # novel views only (the other tasks drop it)
+        return [m for m in methods if self.only is None or m in self.only]
 
     def _prepare(self, module) -> None:
         """Choose the methods (the same on every rank) and put metric states on the model's device."""
@@ -243,7 +251,7 @@ class TaskSuite:
             self.methods = methods
             for task in self.tasks:
                 task.set_methods(methods)
-            if "featurenerf_v" not in methods:
+            if "featurenerf_v" not in methods and module.net.feature_dim == 0:
                 self._note("featurenerf_v: skipped (the model has no feature head, feature_dim 0)")
         for task in self.tasks:
             task.to(module.device)
@@ -273,6 +281,7 @@ class TaskSuite:
     def validation_step(self, module, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
         """Evaluate one pair of task ``dataloader_idx - 1`` (loader 0 is the module's novel views)."""
         task = self.tasks[dataloader_idx - 1]
+        task.current_pair = int(batch["pair"])
         task.step(self.context(module), batch)
 
     def on_validation_epoch_end(self, module) -> dict[str, dict[str, dict[str, float]]]:
@@ -286,6 +295,7 @@ class TaskSuite:
         if trainer is not None and not trainer.sanity_checking:
             self._note_truncation(trainer)
         results = {task.name: task.compute() for task in self.tasks}
+        per_pair = {task.name: task.per_pair() for task in self.tasks}  # every rank joins the gather
         for task in self.tasks:
             task.reset()
         self._ctx = None
@@ -305,7 +315,7 @@ class TaskSuite:
                 module.log_dict(flat, add_dataloader_idx=False, batch_size=1, sync_dist=True, reduce_fx="max")
         if trainer is None or trainer.is_global_zero:
             step = trained_steps(module)
-            self.write(results, step)
+            self.write(results, step, per_pair)
             print(self.table(results, step), flush=True)
         return results
 
@@ -343,8 +353,9 @@ class TaskSuite:
         notes = [*self.protocol_notes(), *self.notes]
         return results_table(results, header=f"Tasks at step {step}: {self.describe()}.", notes=notes)
 
-    def write(self, results: dict, step: int = 0) -> None:
-        """``results.json``, ``results.md`` and ``pairs.json`` in ``out_dir`` (each written atomically).
+    def write(self, results: dict, step: int = 0, per_pair: dict | None = None) -> None:
+        """``results.json``, ``results.md``, ``pairs.json`` and (given) ``per_pair.json`` in ``out_dir``
+        (each written atomically); ``per_pair`` is ``{task: Task.per_pair()}``.
 
         ``results.json`` is ``{task: {method: {metric: value}}, "protocol": {...}}``; ``protocol`` says how
         cross-instance cameras were matched and which cross-view baseline was used (and measured).
@@ -359,6 +370,8 @@ class TaskSuite:
         with atomic_write(self.out_dir / "results.md", "w") as fh:
             fh.write(self.table(results, step) + "\n")
         write_pairs_file(self.out_dir / "pairs.json", self.pairs)
+        if per_pair is not None:
+            atomic_write_json(self.out_dir / "per_pair.json", {"step": step, "tasks": per_pair})
 
 
 def check_pair_options(match_camera: str, baseline_min_deg: float, baseline_max_deg: float) -> None:

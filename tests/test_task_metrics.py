@@ -172,3 +172,41 @@ def test_results_table_rows_and_columns():
     assert "| novel_view / cross_view/SSIM | 0.812 | – |" in lines
     assert lines[-1] == "- pixelnerf: skipped"
     assert format_value("cross_inst/PCK@5", 0.25) == "25.0"
+
+
+def test_per_pair_values_survive_the_rank_reduction():
+    """Two ranks' list states merged as dist_reduce_fx="cat" does: the same pairs and values as one
+    process, sorted by pair index whatever rank held them."""
+    values = {0: [0.2, 0.1], 1: [0.9, 0.8], 2: [0.4, 0.3], 3: [0.7, 0.6], 4: [1.0, 0.5]}
+    one, a, b = PCK([1.0, 2.0]), PairMean(2), PairMean(2)
+    for pair, v in values.items():
+        PairMean.update(one, torch.tensor(v), pair=pair)
+        (a if pair % 2 else b).update(torch.tensor(v), pair=pair)
+    b.update(None, pair=9)  # a pair with nothing to measure is not listed
+    a.merge_state(b)  # the reduction each state declares (sum / cat)
+    ids, vals = a.per_pair()
+    assert ids.tolist() == [0, 1, 2, 3, 4]
+    assert vals.flatten().tolist() == pytest.approx([x for i in range(5) for x in values[i]])
+    assert torch.equal(one.per_pair()[1], vals)
+    assert a.compute().tolist() == pytest.approx(one.compute().tolist())
+    empty_ids, empty_vals = PairMean(3).per_pair()
+    assert empty_ids.shape == (0,) and empty_vals.shape == (0, 3)
+
+
+def test_task_per_pair_lists_each_counted_pair_by_index():
+    from featurenerf.tasks.base import TaskContext
+    from featurenerf.tasks.part_seg import PartSeg2D
+
+    src = torch.tensor([[0, 1, 1], [2, 2, 3], [0, 3, 0]])
+    trg = torch.tensor([[1, 1, 0], [0, 2, 2], [3, 3, 3]])
+    task = PartSeg2D(methods=["featurenerf", "pixelnerf"], image_size=3)
+    ctx = TaskContext(descriptors=_OneHotDescriptors({("a", 0): src, ("b", 1): trg}), models={})
+    for pair in (7, 3):
+        task.current_pair = pair
+        task.step(
+            ctx, {"kind": "cross_inst", "pair": pair, "src": _side("a", 0, src), "trg": _side("b", 1, trg)}
+        )
+    per = task.per_pair()
+    assert per["featurenerf"]["cross_inst"] == {"pairs": [3, 7], "mIoU": [1.0, 1.0]}
+    assert per["pixelnerf"]["cross_inst"]["mIoU"] == pytest.approx([1 / 3, 1 / 3])
+    assert per["featurenerf"]["cross_view"] == {"pairs": [], "mIoU": []}  # no pair of that kind yet

@@ -309,7 +309,7 @@ def test_every_task_and_method_in_one_table(toy_root, tmp_path):
     assert set(results) == set(TASKS.list())
     for name, per_method in results.items():
         want = (
-            {"featurenerf", "pixelnerf"}
+            {"featurenerf", "pixelnerf", "copy_input"}
             if name == "novel_view"
             else {"featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf"}
         )

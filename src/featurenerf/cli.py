@@ -16,7 +16,7 @@ LIGHTNING_COMMANDS = {
     "test": "Like validate, on the test loop",
     "predict": "Run the predict loop of a checkpoint",
 }
-COMMANDS = ("data", "teachers", "render", "export")
+COMMANDS = ("data", "teachers", "render", "export", "results")
 
 
 def _describe(name: str) -> str:

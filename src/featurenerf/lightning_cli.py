@@ -147,6 +147,18 @@ class FeatureNeRFCLI(LightningCLI):
             default=1,
             help="annotated source objects per cross-instance part pair (few-shot vote); [1, 5] reports both",
         )
+        parser.add_argument(
+            "--tasks.methods",
+            type=list[str] | None,
+            default=None,
+            help="compare only these methods (default: every available one)",
+        )
+        parser.add_argument(
+            "--tasks.cache_mb",
+            type=int,
+            default=1024,
+            help="memory budget of the rendered-descriptor cache (MB); descriptors that do not fit are re-rendered",
+        )
         _accept_auto_precision(parser)
 
     def instantiate_trainer(self, **kwargs):
@@ -316,6 +328,8 @@ class FeatureNeRFCLI(LightningCLI):
                 baseline_min_deg=t.baseline_min_deg,
                 baseline_max_deg=t.baseline_max_deg,
                 shots=t.shots,
+                cache_mb=t.cache_mb,
+                methods=t.methods,
             )
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 

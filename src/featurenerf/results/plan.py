@@ -1,0 +1,297 @@
+"""The study's plan: which data, fits and evaluations ``make results`` runs, as plain commands.
+
+Every job is one ``featurenerf`` command line (or the data-preparation step), with the jobs it waits for
+and the file whose presence means it is done, so a second invocation skips finished work and a killed
+fit resumes from its ``last.ckpt``. Variants differ only in loss weights passed as overrides of the
+category's config; seeds, steps and everything else are shared:
+
+* ``featurenerf``: the config as it is (distillation + ``L_coord``);
+* ``featurenerf_nocoord``: ``--model.coord_weight 0``;
+* ``pixelnerf``: ``--model.distill_weight 0 --model.coord_weight 0`` (no distillation);
+* ``untrained``: the ``featurenerf`` model built from the config with the seed, evaluated without training.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Variant → loss-weight overrides of the category's config.
+VARIANTS: dict[str, list[str]] = {
+    "featurenerf": [],
+    "featurenerf_nocoord": ["--model.coord_weight", "0"],
+    "pixelnerf": ["--model.distill_weight", "0", "--model.coord_weight", "0"],
+}
+#: Tasks every checkpoint is evaluated on, 2D before 3D: the keypoint task of a kind reuses every view
+#: its part task rendered (the descriptor cache then only has to hold one kind's views at a time).
+TASKS = ("novel_view", "part_seg_2d", "keypoints_2d", "part_seg_3d", "keypoints_3d")
+
+
+@dataclass(frozen=True)
+class Category:
+    """A toy category: its ``data synth`` name, config and data root."""
+
+    name: str
+    synth: str
+    config: Path
+    root: Path
+
+
+#: The categories of the study, by name.
+CATEGORIES = {
+    "toy_cars": Category("toy_cars", "toycar", Path("configs/toy_cars.yaml"), Path("data/toy_cars")),
+    "toy_chairs": Category(
+        "toy_chairs", "toychair", Path("configs/toy_chairs.yaml"), Path("data/toy_chairs")
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the study spends: steps, seeds, pairs, data size, device and parallelism.
+
+    Attributes:
+        steps: training steps of every fit (``trainer.max_steps``; no ``max_time``).
+        seeds: training seeds (``seed_everything``), each with every variant.
+        pairs: evaluation pairs per kind (cross-instance, cross-view), the same for every method.
+        pair_seed: seed of the pair draw (one for all methods and training seeds).
+        val_objects: held-out objects of the novel-view validation line (copy-the-input baseline).
+        objects, views, size: ``data synth`` settings when the data is missing.
+        device: ``cpu`` or ``cuda``.
+        jobs: processes run at once; threads: torch threads per process.
+        cache_mb: rendered-descriptor cache of each evaluation (MB; large enough for every view).
+        extra: further overrides passed to every fit and evaluation (e.g. ``--model.encoder ...``).
+    """
+
+    steps: int = 400
+    seeds: tuple[int, ...] = (0, 1)
+    pairs: int = 200
+    pair_seed: int = 0
+    val_objects: int = 4
+    objects: int = 48
+    views: int = 24
+    size: int = 128
+    device: str = "cpu"
+    jobs: int = 2
+    threads: int = 1
+    cache_mb: int = 5120
+    extra: tuple[str, ...] = ()
+
+
+@dataclass
+class Job:
+    """One command of the plan.
+
+    Attributes:
+        name: unique id (also the log file's name); kind: ``prepare`` | ``fit`` | ``eval``.
+        argv: the command, run in the repository root.
+        deps: names of jobs that must be done first.
+        run_dir: the run folder (fit / eval jobs).
+        category, variant, seed: what it belongs to (``variant`` ``untrained`` for the chance model).
+        spec: what a finished evaluation must have been run with to be reused.
+    """
+
+    name: str
+    kind: str
+    argv: list[str]
+    deps: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
+    category: str = ""
+    variant: str = ""
+    seed: int = 0
+    spec: dict = field(default_factory=dict)
+
+    def command(self) -> str:
+        """The command as one shell line (for the report; ``featurenerf`` for this interpreter's CLI)."""
+        argv = list(self.argv)
+        if argv[:3] == [sys.executable, "-m", "featurenerf.cli"]:
+            argv = ["featurenerf", *argv[3:]]
+        elif argv[:2] == [sys.executable, "-m"]:
+            argv = ["python", *argv[1:]]
+        return " ".join(_quote(a) for a in argv)
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(str(arg))
+
+
+def featurenerf_argv(*args: str) -> list[str]:
+    """``featurenerf ARGS`` run with this interpreter (the venv's), so no PATH lookup is needed."""
+    return [sys.executable, "-m", "featurenerf.cli", *args]
+
+
+def _common(cat: Category, budget: Budget, seed: int) -> list[str]:
+    accel = "gpu" if budget.device == "cuda" else "cpu"
+    return [
+        "--config",
+        str(cat.config),
+        "--data.root",
+        str(cat.root),
+        "--seed_everything",
+        str(seed),
+        "--trainer.accelerator",
+        accel,
+        "--trainer.devices",
+        "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+
+
+def eval_args(budget: Budget, variant: str) -> list[str]:
+    """The task-evaluation options of every evaluation (the same pairs for every method).
+
+    The ``featurenerf`` run is compared with every method; the other variants only give their internal
+    features (``featurenerf`` column), so their distilled head, teacher and copy baselines are not
+    recomputed. The descriptor cache holds every rendered view of the pairs, so the part and keypoint
+    tasks on the same pairs never render a view twice.
+    """
+    methods = (
+        "[featurenerf, featurenerf_v, teacher_2d, copy_input]"
+        if variant == "featurenerf"
+        else "[featurenerf]"
+    )
+    # The untrained model's novel views are not a baseline anyone needs (copy_input is the trivial one).
+    tasks = [t for t in TASKS if variant != "untrained" or t != "novel_view"]
+    return [
+        "--tasks.methods",
+        methods,
+        "--tasks.cache_mb",
+        str(budget.cache_mb),
+        "--task",
+        *tasks,
+        "--tasks.num_pairs",
+        str(budget.pairs),
+        "--tasks.seed",
+        str(budget.pair_seed),
+        "--tasks.split",
+        "test",
+        "--data.val_objects",
+        str(budget.val_objects),
+        "--trainer.limit_val_batches",
+        "1.0",  # the toy configs cap validation batches for speed during fit; tasks need every pair
+    ]
+
+
+def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job]:
+    """Every job of the study, in the order they are started when ready.
+
+    Run folders: ``<out>/runs/<category>-<variant>-s<seed>/``; the untrained model's evaluation writes
+    into ``<out>/runs/<category>-untrained-s<seed>/eval/``.
+    """
+    runs = out / "runs"
+    jobs: list[Job] = []
+    evals: list[Job] = []
+    for cat in categories:
+        prep = f"prepare-{cat.name}"
+        jobs.append(
+            Job(
+                prep,
+                "prepare",
+                [
+                    sys.executable,
+                    "-m",
+                    "featurenerf.results.prepare",
+                    "--config",
+                    str(cat.config),
+                    "--category",
+                    cat.synth,
+                    "--root",
+                    str(cat.root),
+                    "--objects",
+                    str(budget.objects),
+                    "--views",
+                    str(budget.views),
+                    "--size",
+                    str(budget.size),
+                    "--device",
+                    budget.device,
+                    *budget.extra,
+                ],
+                category=cat.name,
+                run_dir=out / "prepared" / cat.name,
+                spec={"config": str(cat.config), "root": str(cat.root), "extra": list(budget.extra)},
+            )
+        )
+    spec = {"pairs": budget.pairs, "pair_seed": budget.pair_seed, "tasks": list(TASKS)}
+    for seed in budget.seeds:
+        for cat in categories:
+            common = _common(cat, budget, seed)
+            for variant, overrides in VARIANTS.items():
+                run = runs / f"{cat.name}-{variant}-s{seed}"
+                fit = Job(
+                    f"fit-{run.name}",
+                    "fit",
+                    featurenerf_argv(
+                        "fit",
+                        *common,
+                        *overrides,
+                        "--trainer.max_steps",
+                        str(budget.steps),
+                        "--trainer.max_time",
+                        "null",
+                        "--trainer.limit_val_batches",
+                        "0",  # no validation during fit: the evaluation below measures everything
+                        "--trainer.default_root_dir",
+                        str(runs),
+                        "--run_name",
+                        run.name,
+                        *budget.extra,
+                    ),
+                    deps=[f"prepare-{cat.name}"],
+                    run_dir=run,
+                    category=cat.name,
+                    variant=variant,
+                    seed=seed,
+                    spec={"steps": budget.steps},
+                )
+                jobs.append(fit)
+                evals.append(
+                    Job(
+                        f"eval-{run.name}",
+                        "eval",
+                        featurenerf_argv(
+                            "validate",
+                            "--config",
+                            str(run / "config.yaml"),
+                            "--ckpt_path",
+                            str(run / "checkpoints" / "last.ckpt"),
+                            "--trainer.accelerator",
+                            "gpu" if budget.device == "cuda" else "cpu",
+                            *eval_args(budget, variant),
+                        ),
+                        deps=[fit.name],
+                        run_dir=run,
+                        category=cat.name,
+                        variant=variant,
+                        seed=seed,
+                        spec=spec,
+                    )
+                )
+            chance = runs / f"{cat.name}-untrained-s{seed}"
+            evals.append(
+                Job(
+                    f"eval-{chance.name}",
+                    "eval",
+                    featurenerf_argv(
+                        "validate",
+                        *common,
+                        "--trainer.default_root_dir",
+                        str(chance),
+                        *eval_args(budget, "untrained"),
+                        *budget.extra,
+                    ),
+                    deps=[f"prepare-{cat.name}"],
+                    run_dir=chance / "eval",
+                    category=cat.name,
+                    variant="untrained",
+                    seed=seed,
+                    spec=spec,
+                )
+            )
+    return jobs + evals

@@ -1,0 +1,91 @@
+"""Prepare one category for the study: make its toy data when missing, then fill its teacher cache.
+
+``python -m featurenerf.results.prepare --config configs/toy_cars.yaml --category toycar --root
+data/toy_cars [overrides]`` runs ``featurenerf data synth`` when ``<root>/meta.json`` is missing, then
+builds the datamodule exactly as ``fit`` would from the config plus overrides (so the teacher, its
+arguments and the image size are the config's) and computes the teacher maps of every split once, before
+the parallel fits and evaluations read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def synth_if_missing(category: str, root: Path, objects: int, views: int, size: int) -> int:
+    """``featurenerf data synth`` into ``root`` unless it already holds a dataset; returns an exit status."""
+    if (root / "meta.json").exists():
+        print(f"prepare: {root} exists, not regenerated", flush=True)
+        return 0
+    from featurenerf.cli import main as cli_main
+
+    argv = ["data", "synth", "--category", category, "--out", str(root), "--objects", str(objects)]
+    argv += ["--views", str(views), "--size", str(size), "--seed", "0", "--quiet"]
+    print("prepare: featurenerf " + " ".join(argv), flush=True)
+    return cli_main(argv)
+
+
+def fill_teacher_cache(config: Path, root: Path, device: str, overrides: list[str]) -> int:
+    """Build the config's datamodule (no run folder, no training) and cache its teacher on every split."""
+    from featurenerf.data.srn import DataError
+    from featurenerf.lightning_cli import FeatureNeRFCLI
+    from featurenerf.module import FeatureNeRF
+
+    args = ["--config", str(config), "--data.root", str(root), "--trainer.logger", "false", *overrides]
+    try:
+        cli = FeatureNeRFCLI(
+            FeatureNeRF,
+            _datamodule_class(),
+            args=args,
+            run=False,
+            save_config_callback=None,
+            parser_kwargs={"exit_on_error": False},
+        )
+    except Exception as err:  # a bad override or config: one line
+        print(f"prepare: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    dm = cli.datamodule
+    if dm.cache is None:
+        print("prepare: no teacher configured; nothing to cache", flush=True)
+        return 0
+    try:
+        dm.run_check()
+        records = [r for split in ("train", "val", "test") for r in dm.records(split)]
+        if device == "cuda":
+            dm.teacher.to("cuda")
+        report = dm.cache.ensure(records, progress=False)
+    except DataError as err:
+        print(f"prepare: error: {err}", file=sys.stderr)
+        return 2
+    print(f"prepare: teacher cache {dm.cache.directory}: {report}", flush=True)
+    return 0
+
+
+def _datamodule_class():
+    from featurenerf.data.datamodule import FeatureNeRFData
+
+    return FeatureNeRFData
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m featurenerf.results.prepare", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--category", required=True, help="data synth category (toycar, toychair)")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--objects", type=int, default=48)
+    p.add_argument("--views", type=int, default=24)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--device", default="cpu")
+    args, overrides = p.parse_known_args(argv)
+    rc = synth_if_missing(args.category, args.root, args.objects, args.views, args.size)
+    if rc:
+        return rc
+    return fill_teacher_cache(args.config, args.root, args.device, overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

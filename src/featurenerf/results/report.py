@@ -1,0 +1,310 @@
+"""Gather the evaluations of a study, bootstrap their intervals, and write ``docs/results.{md,json}``.
+
+Rows of the table come from the evaluations as follows (every evaluation used the same pairs):
+
+* the ``featurenerf`` run gives ``featurenerf`` (internal features), ``featurenerf_v`` (distilled head),
+  ``teacher_2d`` and ``copy_input`` (novel views only);
+* the ``featurenerf_nocoord``, ``pixelnerf`` and ``untrained`` evaluations give their model's internal
+  features (the ``featurenerf`` column of their own evaluation), under the variant's name.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from featurenerf.io import atomic_write, atomic_write_bytes, atomic_write_json
+from featurenerf.tasks.suite import format_value
+
+from .bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, Interval, bootstrap_interval
+from .plan import Budget, Job
+
+#: Column order of the table.
+COLUMNS = (
+    "featurenerf",
+    "featurenerf_v",
+    "featurenerf_nocoord",
+    "pixelnerf",
+    "teacher_2d",
+    "untrained",
+    "copy_input",
+)
+#: (task, metric) rows the issue's targets are judged on, both kinds.
+TARGETS = (("keypoints_3d", "PCK@0.1"), ("part_seg_3d", "mIoU"))
+BOOTSTRAP_METHOD = (
+    "percentile bootstrap over pairs, pooled over seeds: each replicate resamples every seed's pairs with "
+    "replacement, averages each seed's resampled pairs and then the seeds; the interval is the 2.5th-97.5th "
+    "percentile of {replicates} replicates (generator seed {seed}, the same resampled pairs for every method)"
+)
+
+
+def row_methods(variant: str, method: str) -> str | None:
+    """The table column an evaluation's method becomes (``None``: not shown)."""
+    if variant == "featurenerf":
+        return method
+    return variant if method == "featurenerf" else None
+
+
+def gather(jobs: list[Job]) -> tuple[dict, dict]:
+    """Per-pair values and novel-view validation lines of every finished evaluation.
+
+    Returns:
+        ``values[category][task][metric][column][seed]`` = list of per-pair values (``metric`` is
+        ``<kind>/<name>``), and ``validation[category][column][seed]`` = the run's ``novel_view.json``.
+    """
+    values: dict = {}
+    validation: dict = {}
+    for job in jobs:
+        if job.kind != "eval":
+            continue
+        path = job.run_dir / "tasks" / "per_pair.json"
+        if not path.exists():
+            continue
+        per_task = json.loads(path.read_text())["tasks"]
+        for task, per_method in per_task.items():
+            for method, per_kind in per_method.items():
+                column = row_methods(job.variant, method)
+                if column is None:
+                    continue
+                for kind, entry in per_kind.items():
+                    for name, vals in entry.items():
+                        if name == "pairs":
+                            continue
+                        slot = values.setdefault(job.category, {}).setdefault(task, {})
+                        slot = slot.setdefault(f"{kind}/{name}", {}).setdefault(column, {})
+                        slot[job.seed] = vals
+        nv = job.run_dir / "novel_view.json"
+        if nv.exists():
+            validation.setdefault(job.category, {}).setdefault(job.variant, {})[job.seed] = json.loads(
+                nv.read_text()
+            )
+    return values, validation
+
+
+def intervals(values: dict, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> dict:
+    """``values`` (see :func:`gather`) → the same nesting with an :class:`Interval` (or None) per column."""
+    out: dict = {}
+    for cat, per_task in values.items():
+        for task, per_metric in per_task.items():
+            for metric, per_col in per_metric.items():
+                for col, per_seed in per_col.items():
+                    seeds = [per_seed[s] for s in sorted(per_seed)]
+                    ci = bootstrap_interval(seeds, replicates=replicates, seed=seed)
+                    out.setdefault(cat, {}).setdefault(task, {}).setdefault(metric, {})[col] = ci
+    return out
+
+
+def cell(metric: str, ci: Interval | None) -> str:
+    """``mean [lo, hi]`` in the table's units (see :func:`featurenerf.tasks.suite.format_value`)."""
+    if ci is None:
+        return "–"
+    return f"{format_value(metric, ci.mean)} [{format_value(metric, ci.lo)}, {format_value(metric, ci.hi)}]"
+
+
+def table(stats: dict) -> str:
+    """One Markdown table of a category: rows ``task / kind/metric``, columns :data:`COLUMNS`."""
+    cols = [c for c in COLUMNS if any(c in per for m in stats.values() for per in m.values())]
+    lines = ["| task / metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for task, per_metric in stats.items():
+        for metric, per_col in per_metric.items():
+            lines.append(
+                f"| {task} / {metric} | " + " | ".join(cell(metric, per_col.get(c)) for c in cols) + " |"
+            )
+    return "\n".join(lines)
+
+
+def verdicts(stats: dict) -> list[dict]:
+    """The issue's targets for one category: does ``featurenerf`` beat ``teacher_2d`` and ``pixelnerf``
+    with intervals that do not overlap; is its novel-view PSNR >= 5 dB above copying the input view."""
+    out = []
+    for task, name in TARGETS:
+        for kind in ("cross_inst", "cross_view"):
+            per_col = stats.get(task, {}).get(f"{kind}/{name}", {})
+            ours = per_col.get("featurenerf")
+            for other in ("teacher_2d", "pixelnerf"):
+                theirs = per_col.get(other)
+                met = bool(ours and theirs and ours.lo > theirs.hi)
+                out.append({"row": f"{task} / {kind}/{name}", "versus": other, "met": met})
+    psnr = stats.get("novel_view", {}).get("cross_view/PSNR", {})
+    ours, copy = psnr.get("featurenerf"), psnr.get("copy_input")
+    met = bool(ours and copy and ours.mean >= copy.mean + 5.0)
+    out.append({"row": "novel_view / cross_view/PSNR", "versus": "copy_input + 5 dB", "met": met})
+    return out
+
+
+def copy_pictures(jobs: list[Job], docs: Path) -> dict[str, list[str]]:
+    """The latest pictures of each category's first ``featurenerf`` evaluation → ``docs/images/results/``.
+
+    Returns:
+        category → picture paths relative to ``docs``.
+    """
+    out: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for job in jobs:
+        if job.kind != "eval" or job.variant != "featurenerf" or job.category in seen:
+            continue
+        seen.add(job.category)
+        dest = docs / "images" / "results" / job.category
+        if dest.exists():
+            shutil.rmtree(dest)
+        latest: dict[str, Path] = {}
+        for p in sorted(job.run_dir.glob("pictures/*obj0_step*.png")) + sorted(
+            job.run_dir.glob("tasks/pictures/*/cross_*000_step*.png")
+        ):
+            prefix = p.parent.name + "_" if p.parent.name != "pictures" else ""
+            latest[prefix + p.stem.rsplit("_step", 1)[0] + ".png"] = p
+        for name, p in sorted(latest.items()):
+            atomic_write_bytes(dest / name, p.read_bytes())
+            out.setdefault(job.category, []).append(str((dest / name).relative_to(docs)))
+    return out
+
+
+def device_line(budget: Budget) -> str:
+    """What the figures were measured on."""
+    if budget.device == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cuda (unavailable here)"
+        return f"GPU: {name}; {budget.jobs} process(es) at a time"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU ({cpu}), {budget.jobs} process(es) at a time, {budget.threads} torch thread(s) each"
+
+
+def wall_times(out: Path, jobs: list[Job]) -> dict:
+    """Per-job wall time (sum of its successful and resumed invocations) and totals by kind."""
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+    per_job = {}
+    for job in jobs:
+        runs = timings.get(job.name, [])
+        last_ok = max((i for i, r in enumerate(runs) if r["rc"] == 0), default=None)
+        if last_ok is None:
+            continue
+        # A resumed fit's killed invocations (rc != 0) before its success count towards its cost.
+        per_job[job.name] = round(sum(r["wall_s"] for r in runs[: last_ok + 1]), 1)
+    by_kind: dict[str, float] = {}
+    for job in jobs:
+        if job.name in per_job:
+            key = f"{job.kind}:{job.variant}" if job.kind != "prepare" else "prepare"
+            by_kind[key] = round(by_kind.get(key, 0.0) + per_job[job.name], 1)
+    return {"per_job": per_job, "by_kind": by_kind}
+
+
+def _budget_lines(budget: Budget, walls: dict, total_s: float | None) -> list[str]:
+    fits = [v for k, v in walls["per_job"].items() if k.startswith("fit-")]
+    evals = [v for k, v in walls["per_job"].items() if k.startswith("eval-")]
+    lines = [
+        f"- training: {budget.steps} steps per fit (`trainer.max_steps`, no `max_time`), the same for every "
+        f"variant; seeds {', '.join(map(str, budget.seeds))} (`seed_everything`)",
+        f"- evaluation: {budget.pairs} cross-instance and {budget.pairs} cross-view test pairs per task, "
+        f"drawn once with pair seed {budget.pair_seed} and shared by every method and seed; the novel-view "
+        f"validation line over {budget.val_objects} held-out val objects",
+        f"- data: `featurenerf data synth` ({budget.objects} objects × {budget.views} views × {budget.size} px, "
+        "seed 0) when missing",
+        f"- device: {device_line(budget)}",
+    ]
+    if fits:
+        lines.append(
+            f"- wall time: fits {sum(fits) / 60:.1f} min in all ({sum(fits) / len(fits):.0f} s each on average)"
+        )
+    if evals:
+        lines.append(
+            f"- wall time: evaluations {sum(evals) / 60:.1f} min in all ({sum(evals) / len(evals):.0f} s each on average)"
+        )
+    if total_s is not None:
+        lines.append(f"- wall time of the last `make results` invocation: {total_s / 60:.1f} min")
+    return lines
+
+
+def write_report(
+    jobs: list[Job],
+    budget: Budget,
+    out: Path,
+    docs: Path,
+    command: str,
+    total_s: float | None = None,
+    replicates: int = DEFAULT_REPLICATES,
+    boot_seed: int = DEFAULT_SEED,
+) -> Path:
+    """Write ``docs/results.md`` and ``docs/results.json`` (atomically) from the finished evaluations."""
+    values, validation = gather(jobs)
+    stats = intervals(values, replicates, boot_seed)
+    pictures = copy_pictures(jobs, docs)
+    walls = wall_times(out, jobs)
+    method = BOOTSTRAP_METHOD.format(replicates=replicates, seed=boot_seed)
+    lines = [
+        "# Results",
+        "",
+        f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')} (do not edit: rerun to update). "
+        "Each variant is trained with the same seeds and the same number of steps; every method is "
+        "evaluated on the same pairs. Cells: mean over seeds of the mean over pairs, and its 95 % "
+        f"interval [lo, hi] ({method}). mIoU and PCK in %; 2D PCK thresholds in pixels at 128 px "
+        "(scaled), 3D in world units; PSNR in dB.",
+        "",
+        "Methods: `featurenerf` (internal features v_NeRF, distillation + L_coord), `featurenerf_v` (its "
+        "rendered distilled features), `featurenerf_nocoord` (trained with `model.coord_weight: 0`), "
+        "`pixelnerf` (distillation and L_coord off), `teacher_2d` (the 2D teacher's map), `untrained` "
+        "(the model built from the config with the seed, no training: chance), `copy_input` (novel views: "
+        "the input view taken as the target).",
+        "",
+        "## Budget",
+        "",
+        *_budget_lines(budget, walls, total_s),
+    ]
+    results_json: dict = {
+        "command": command,
+        "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in budget.__dict__.items()},
+        "bootstrap": {"method": method, "replicates": replicates, "seed": boot_seed, "level": 0.95},
+        "categories": {},
+        "validation": validation,
+        "wall_times": walls,
+        "commands": {j.name: j.command() for j in jobs},
+        "per_pair": values,
+    }
+    for cat, cat_stats in stats.items():
+        checks = verdicts(cat_stats)
+        lines += ["", f"## {cat}", "", table(cat_stats), ""]
+        met = [c for c in checks if c["met"]]
+        lines.append(f"Targets met: {len(met)} of {len(checks)}.")
+        for c in checks:
+            lines.append(f"- {'met' if c['met'] else 'NOT met'}: {c['row']}: featurenerf vs {c['versus']}")
+        val = validation.get(cat, {})
+        for variant, per_seed in val.items():
+            got = [v for _, v in sorted(per_seed.items()) if "val/psnr" in v]
+            if got:
+                psnr = sum(v["val/psnr"] for v in got) / len(got)
+                copy = sum(v["val/psnr_copy_input"] for v in got) / len(got)
+                lines.append(
+                    f"- validation line, {variant}: held-out novel-view PSNR {psnr:.2f} dB vs {copy:.2f} dB "
+                    f"for copying the input view (mean over {len(got)} seed(s), {got[0]['objects']} val objects)"
+                )
+        for pic in pictures.get(cat, []):
+            lines += ["", f"![{Path(pic).stem}]({pic})"]
+        results_json["categories"][cat] = {
+            "table": {
+                task: {
+                    m: {c: (ci.to_json() if ci else None) for c, ci in per.items()} for m, per in pm.items()
+                }
+                for task, pm in cat_stats.items()
+            },
+            "targets": checks,
+            "pictures": pictures.get(cat, []),
+        }
+    lines += [
+        "",
+        "## Commands",
+        "",
+        f"    {command}",
+        "",
+        "Which runs, in order (each skipped when done):",
+        "",
+    ]
+    lines += [f"    {j.command()}" for j in jobs]
+    docs.mkdir(parents=True, exist_ok=True)
+    md = docs / "results.md"
+    with atomic_write(md, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    atomic_write_json(docs / "results.json", results_json)
+    return md

@@ -1,0 +1,189 @@
+"""``featurenerf results`` end to end at tiny scale: every row with an interval in results.md, the JSON
+beside it, and a second invocation that trains and evaluates nothing again."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_MODEL = {
+    "encoder_layers": 1,
+    "d_hidden": 16,
+    "n_blocks": 1,
+    "n_inject": 1,
+    "combine_layer": 1,
+    "n_coarse": 4,
+    "n_fine": 2,
+    "n_fine_depth": 2,
+    "scene_radius": 0.8,
+    "chunk": 4096,
+    "lr": 1.0e-3,
+    "bbox_steps": 1,
+}
+TEACHER_MODULE = '''
+import torch
+import torch.nn.functional as F
+from featurenerf.teachers import Teacher
+
+
+class PoolTeacher(Teacher):
+    """4x4 average pool, 3 -> 4 channels (a fixed projection): a teacher that costs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Conv2d(3, 4, 1)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.arange(12.0).view(4, 3, 1, 1) / 6 - 1.0)
+            self.proj.bias.zero_()
+
+    feature_dim = property(lambda self: 4)
+    stride = property(lambda self: 4)
+    input_size = property(lambda self: None)
+    mean = property(lambda self: (0.5, 0.5, 0.5))
+    std = property(lambda self: (0.5, 0.5, 0.5))
+    weights_source = property(lambda self: "test")
+
+    def cache_fields(self):
+        return {}
+
+    def extract(self, images):
+        return self.proj(F.avg_pool2d(images, 4))
+'''
+
+
+def _config(path: Path) -> Path:
+    lines = [
+        "seed_everything: 0",
+        "trainer:",
+        "  accelerator: cpu",
+        "  devices: 1",
+        "  max_steps: 1000",
+        '  max_time: "00:00:10:00"',
+        "  enable_model_summary: false",
+        "  num_sanity_val_steps: 0",
+        "model:",
+        *[f"  {k}: {v}" for k, v in TINY_MODEL.items()],
+        "data:",
+        "  root: unused",
+        "  image_size: 32",
+        "  teacher: tinyteacher.PoolTeacher",
+        "  rays_per_object: 16",
+        "  batch_size: 2",
+        "  epoch_length: 4",
+        "  val_objects: 1",
+        "  val_views: 1",
+        "  num_workers: 0",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    """One tiny study (toy cars only, seeds 0 and 1, 3 steps, 3 pairs), run twice in a clean folder."""
+    import os
+    import subprocess
+
+    from featurenerf.data.synth import generate_dataset
+
+    work = tmp_path_factory.mktemp("study")
+    generate_dataset(
+        "toycar", work / "data" / "toy_cars", objects=5, views=3, size=32, seed=0,
+        split_fractions=(0.4, 0.2, 0.4), progress=False,
+    )  # fmt: skip
+    _config(work / "configs" / "toy_cars.yaml")
+    (work / "tinyteacher.py").write_text(TEACHER_MODULE)
+    argv = [sys.executable, "-m", "featurenerf.results", "--categories", "toy_cars", "--seeds", "0", "1"]
+    argv += ["--steps", "3", "--pairs", "3", "--val-objects", "1", "--jobs", "2", "--replicates", "200"]
+    argv += ["--config-dir", "configs", "--data-dir", "data", "--out", "out", "--docs", "docs"]
+    env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="1")
+    first = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    md_first = (work / "docs" / "results.md").read_text()
+    logs = {p.name: p.stat().st_mtime for p in (work / "out" / "logs").glob("*.log")}
+    second = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    return {"work": work, "first": first, "second": second, "md_first": md_first, "logs": logs}
+
+
+def test_results_md_has_every_row_with_an_interval(study):
+    md = (study["work"] / "docs" / "results.md").read_text()
+    header = "| task / metric | featurenerf | featurenerf_v | featurenerf_nocoord | pixelnerf | teacher_2d | untrained | copy_input |"
+    assert header in md
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "task / metric" not in line]
+    names = {line.split(" | ")[0][2:] for line in rows}
+    for task, metrics in {
+        "part_seg_2d": ["mIoU"],
+        "part_seg_3d": ["mIoU"],
+        "keypoints_2d": ["PCK@2.5", "PCK@10"],
+        "keypoints_3d": ["PCK@0.025", "PCK@0.1"],
+    }.items():
+        for kind in ("cross_inst", "cross_view"):
+            for metric in metrics:
+                assert f"{task} / {kind}/{metric}" in names
+    assert "novel_view / cross_view/PSNR" in names and "novel_view / cross_view/SSIM" in names
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")[1:]]
+        label_transfer = "novel_view" not in line
+        # Label-transfer rows: every method but copy_input has "mean [lo, hi]"; novel views: the trained
+        # fields and copy_input (the untrained model's novel views are not evaluated).
+        want = [0, 1, 2, 3, 4, 5] if label_transfer else [0, 2, 3, 6]
+        if "keypoints_2d / cross_inst" in line and all(cells[i] == "–" for i in want):
+            continue  # at 32 px no keypoint may be visible on both objects: no pair counted, for any method
+        for i in want:
+            assert "[" in cells[i] and "]" in cells[i], line
+    with_intervals = [line for line in rows if line.count("[") >= 4]
+    assert len(with_intervals) >= len(rows) - 4
+    assert "Targets met:" in md and "seeds 0, 1" in md and "3 cross-instance and 3 cross-view" in md
+    assert "featurenerf fit --config configs/toy_cars.yaml" in md and "--model.coord_weight 0" in md
+
+
+def test_results_json_keeps_per_pair_values_and_intervals(study):
+    data = json.loads((study["work"] / "docs" / "results.json").read_text())
+    table = data["categories"]["toy_cars"]["table"]
+    ci = table["part_seg_3d"]["cross_inst/mIoU"]["featurenerf"]
+    assert ci["seeds"] == 2 and ci["lo"] <= ci["mean"] <= ci["hi"]
+    per_seed = data["per_pair"]["toy_cars"]["part_seg_3d"]["cross_inst/mIoU"]["featurenerf"]
+    assert set(per_seed) == {"0", "1"} and all(len(v) <= 3 for v in per_seed.values())
+    # teacher_2d does not depend on the training seed: both seeds give the same per-pair values.
+    teacher = data["per_pair"]["toy_cars"]["part_seg_2d"]["cross_inst/mIoU"]["teacher_2d"]
+    assert teacher["0"] == teacher["1"]
+    assert data["budget"]["steps"] == 3 and data["bootstrap"]["replicates"] == 200
+    assert data["wall_times"]["per_job"]["fit-toy_cars-pixelnerf-s1"] > 0
+
+
+def test_second_invocation_trains_and_evaluates_nothing(study):
+    out = study["second"].stdout
+    assert "start" not in out  # every job was skipped
+    logs = {p.name: p.stat().st_mtime for p in (study["work"] / "out" / "logs").glob("*.log")}
+    assert logs == study["logs"]
+    # Same per-pair values, same bootstrap seed: the same table.
+    table = lambda md: [line for line in md.splitlines() if line.startswith("| ")]  # noqa: E731
+    assert table((study["work"] / "docs" / "results.md").read_text()) == table(study["md_first"])
+
+
+def test_killed_fit_resumes_from_its_checkpoint(study, tmp_path):
+    from featurenerf.results.plan import CATEGORIES, Budget, make_plan
+    from featurenerf.results.runner import fit_state, is_done, launch_argv
+
+    work = study["work"]
+    jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0,), pairs=3), work / "out")
+    fit = next(j for j in jobs if j.kind == "fit")
+    assert is_done(fit)
+    marker = fit.run_dir / "done.json"
+    saved = marker.read_text()
+    marker.unlink()  # as if the process had been killed after its last checkpoint
+    try:
+        assert fit_state(fit) == "resume"
+        assert launch_argv(fit)[-2:] == ["--ckpt_path", str(fit.run_dir / "checkpoints" / "last.ckpt")]
+    finally:
+        marker.write_text(saved)
+    longer = make_plan([CATEGORIES["toy_cars"]], Budget(steps=2, seeds=(0,), pairs=3), work / "out")
+    from featurenerf.results.runner import PlanError
+
+    with pytest.raises(PlanError, match="trained for 3 steps but --steps is 2"):
+        fit_state(next(j for j in longer if j.kind == "fit"))
