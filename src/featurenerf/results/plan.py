@@ -8,7 +8,10 @@ category's config; seeds, steps and everything else are shared:
 * ``featurenerf``: the config as it is (distillation + ``L_coord``);
 * ``featurenerf_nocoord``: ``--model.coord_weight 0``;
 * ``pixelnerf``: ``--model.distill_weight 0 --model.coord_weight 0`` (no distillation);
-* ``untrained``: the ``featurenerf`` model built from the config with the seed, evaluated without training.
+* ``untrained``: the ``featurenerf`` model built from the config with the seed, evaluated without training;
+* ``parts_oracle`` (the diagnostic, first seed of the first category only): the ``featurenerf`` variant
+  distilling the ground-truth part maps (``--data.teacher parts_oracle``), evaluated on the part tasks. A
+  teacher that *is* the answer checks the distil → render → transfer chain end to end.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ VARIANTS: dict[str, list[str]] = {
 #: Tasks every checkpoint is evaluated on, 2D before 3D: the keypoint task of a kind reuses every view
 #: its part task rendered (the descriptor cache then only has to hold one kind's views at a time).
 TASKS = ("novel_view", "part_seg_2d", "keypoints_2d", "part_seg_3d", "keypoints_3d")
+#: The diagnostic variant: its overrides and the tasks it is evaluated on.
+ORACLE = "parts_oracle"
+ORACLE_OVERRIDES = ["--data.teacher", "parts_oracle"]
+ORACLE_TASKS = ("part_seg_2d", "part_seg_3d")
 
 
 @dataclass(frozen=True)
@@ -151,13 +158,14 @@ def eval_args(budget: Budget, variant: str) -> list[str]:
     recomputed. The descriptor cache holds every rendered view of the pairs, so the part and keypoint
     tasks on the same pairs never render a view twice.
     """
-    methods = (
-        "[featurenerf, featurenerf_v, teacher_2d, copy_input]"
-        if variant == "featurenerf"
-        else "[featurenerf]"
-    )
+    methods = {
+        "featurenerf": "[featurenerf, featurenerf_v, teacher_2d, copy_input]",
+        ORACLE: "[featurenerf, featurenerf_v]",
+    }.get(variant, "[featurenerf]")
     # The untrained model's novel views are not a baseline anyone needs (copy_input is the trivial one).
     tasks = [t for t in TASKS if variant != "untrained" or t != "novel_view"]
+    if variant == ORACLE:
+        tasks = list(ORACLE_TASKS)
     return [
         "--tasks.methods",
         methods,
@@ -222,7 +230,10 @@ def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job
     for seed in budget.seeds:
         for cat in categories:
             common = _common(cat, budget, seed)
-            for variant, overrides in VARIANTS.items():
+            variants = dict(VARIANTS)
+            if seed == budget.seeds[0] and cat == categories[0]:
+                variants[ORACLE] = ORACLE_OVERRIDES
+            for variant, overrides in variants.items():
                 run = runs / f"{cat.name}-{variant}-s{seed}"
                 fit = Job(
                     f"fit-{run.name}",
@@ -270,7 +281,7 @@ def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job
                         category=cat.name,
                         variant=variant,
                         seed=seed,
-                        spec=spec,
+                        spec={**spec, "tasks": list(ORACLE_TASKS)} if variant == ORACLE else spec,
                     )
                 )
             chance = runs / f"{cat.name}-untrained-s{seed}"

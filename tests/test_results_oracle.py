@@ -1,0 +1,41 @@
+"""The ``parts_oracle`` diagnostic in the results study: planned once, reported in its own table."""
+
+from pathlib import Path
+
+from featurenerf.results.bootstrap import Interval
+from featurenerf.results.plan import CATEGORIES, ORACLE, Budget, make_plan
+from featurenerf.results.report import oracle_section, row_methods
+
+
+def test_oracle_is_planned_once_for_the_first_category_and_seed(tmp_path: Path) -> None:
+    cats = [CATEGORIES["toy_cars"], CATEGORIES["toy_chairs"]]
+    jobs = make_plan(cats, Budget(steps=3, seeds=(0, 1), pairs=3), tmp_path)
+    oracle = [j for j in jobs if j.variant == ORACLE]
+    assert [(j.kind, j.category, j.seed) for j in oracle] == [("fit", "toy_cars", 0), ("eval", "toy_cars", 0)]
+    fit, ev = oracle
+    assert fit.argv[fit.argv.index("--data.teacher") + 1] == "parts_oracle"
+    assert ev.argv[ev.argv.index("--tasks.methods") + 1] == "[featurenerf, featurenerf_v]"
+    tasks = ev.argv[ev.argv.index("--task") + 1 : ev.argv.index("--tasks.num_pairs")]
+    assert tasks == ["part_seg_2d", "part_seg_3d"]
+    # The distillation-free baselines and the 2D teacher are not recomputed for the oracle.
+    assert row_methods(ORACLE, "featurenerf_v") == "parts_oracle:featurenerf_v"
+
+
+def _ci(mean: float) -> Interval:
+    return Interval(mean=mean, lo=mean - 0.02, hi=mean + 0.02, pairs=10, seeds=1)
+
+
+def test_oracle_section_tables_its_columns_and_checks_the_80_percent_target() -> None:
+    stats = {
+        "part_seg_3d": {
+            "cross_inst/mIoU": {"featurenerf": _ci(0.5), f"{ORACLE}:featurenerf_v": _ci(0.85)},
+            "cross_view/mIoU": {f"{ORACLE}:featurenerf_v": _ci(0.6), f"{ORACLE}:featurenerf": _ci(0.7)},
+        },
+        "keypoints_3d": {"cross_inst/PCK@0.1": {"featurenerf": _ci(0.3)}},
+    }
+    lines, checks = oracle_section(stats)
+    assert lines[0] == "| task / metric | parts_oracle:featurenerf | parts_oracle:featurenerf_v |"
+    assert len(lines) == 4  # header, rule, two part_seg_3d rows; the keypoint row has no oracle column
+    assert "85.0 [83.0, 87.0]" in lines[2]
+    assert [c["met"] for c in checks] == [True, False]
+    assert oracle_section({"part_seg_3d": {"cross_inst/mIoU": {"featurenerf": _ci(0.5)}}}) == ([], [])
