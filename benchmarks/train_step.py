@@ -108,6 +108,28 @@ class Stepper:
         return self.b * self.r * per_ray
 
 
+class CompileGuard:
+    """Runs a row's step: a compile row's exception is recorded in ``failed`` (the row is then dropped),
+    any other row's propagates."""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, str] = {}
+
+    def __call__(self, k: str, fn):
+        if not ROWS[k].get("compile"):
+            return fn()
+        try:
+            return fn()
+        except Exception as err:  # e.g. no working inductor/triton toolchain on this machine
+            self.failed[k] = f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+            return None
+
+    def alive(self, rows: list[str]) -> list[str]:
+        """``rows`` without the failed ones."""
+        return [k for k in rows if k not in self.failed]
+
+
 def bench_config(
     name: str,
     rows: list[str],
@@ -121,137 +143,33 @@ def bench_config(
     The overrides change the data and model sections (``--quick`` shrinks them; on a GPU a bigger batch)."""
     cfg = load_config(name)
     data = {**cfg["data"], **(size_override or {})}
-    b, r, size, views = data["batch_size"], data["rays_per_object"], data["image_size"], data["num_src_views"]
-    stepper = Stepper({**cfg["model"], **(model_override or {})}, b, views, size, r, device=device)
-    on_cuda = stepper.device.type == "cuda"
-    net = stepper.module.net
-    n_points = b * r * net.n_coarse
-    # One baseline per dtype the rows compute in: a row's fraction is against GEMMs of its own dtype.
-    baselines = {torch.float32: MatmulBaseline(n_points, net.d_hidden, device=stepper.device)}
-    for k in rows:
-        dt = ROWS[k].get("autocast")
-        if dt is not None and dt not in baselines:
-            baselines[dt] = MatmulBaseline(n_points, net.d_hidden, dt, device=stepper.device)
-
-    out: dict = {
-        "config": name,
-        "overrides": {**(size_override or {}), **(model_override or {})} or None,
-        "device": stepper.device.type,
-        "sizes": {
-            "objects": b,
-            "rays_per_object": r,
-            "image_size": size,
-            "source_views": views,
-            "samples": [net.n_coarse, net.n_fine, net.n_fine_depth],
-            "d_hidden": net.d_hidden,
-            "feature_dim": net.feature_dim,
-        },
-        "rows": {},
-    }
-    if on_cuda:
-        out["device_name"] = torch.cuda.get_device_name(stepper.device)
-    failed: dict[str, str] = {}
-
-    def guarded(k: str, fn):
-        """Runs ``fn``; a compile row's exception is recorded (the row is dropped), others propagate."""
-        if not ROWS[k].get("compile"):
-            return fn()
-        try:
-            return fn()
-        except Exception as err:  # e.g. no working inductor/triton toolchain on this machine
-            failed[k] = f"{type(err).__name__}: {err}"
-            traceback.print_exc()
-            return None
-
-    for k in rows:  # warm-up step per row, under the FLOP counter, with the memory high-water mark
-        row = ROWS[k]
-        reset_cuda_peak()
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            if row.get("compile"):
-                # Compiles. (Dynamo does not compile under FlopCounterMode's dispatch mode, and the counter
-                # cannot see inside compiled graphs: the FLOPs are the eager ``fast`` row's, same math.)
-                guarded(k, lambda row=row: stepper.step(row))
-                flops, per_op = None, {}
-            else:
-                flops, per_op = count_flops(lambda row=row: stepper.step(row))
-            first = time.perf_counter() - t0
-        if k in failed:
-            out["rows"][k] = {"error": failed[k], "first_step_s": first}
-            continue
-        out["rows"][k] = {
-            "flops": flops,
-            "flops_per_op": per_op,
-            "first_step_s": first,
-            "peak_rss_bytes": mem.peak,
-            "rss_increase_bytes": mem.peak - mem.start,
-            "cuda_peak_bytes": cuda_peak_bytes() if on_cuda else None,
-            "samples_per_step": stepper.samples_per_step(row),
-        }
-    rows = [k for k in rows if k not in failed]
-    for k in rows:
-        if out["rows"][k]["flops"] is None:
-            out["rows"][k]["flops"] = out["rows"]["fast"]["flops"]
-            out["rows"][k]["flops_from"] = "fast"
-    if on_cuda:  # one more untimed step per row: cuBLAS heuristics, caching allocator at its working set
+    b, r = data["batch_size"], data["rays_per_object"]
+    stepper = Stepper(
+        {**cfg["model"], **(model_override or {})},
+        b,
+        data["num_src_views"],
+        data["image_size"],
+        r,
+        device=device,
+    )
+    baselines = matmul_baselines(stepper, rows)
+    out = config_record(name, stepper, data, {**(size_override or {}), **(model_override or {})} or None)
+    guard = CompileGuard()
+    out["rows"].update(warm_up_rows(stepper, rows, guard))
+    rows = guard.alive(rows)
+    if (
+        stepper.device.type == "cuda"
+    ):  # one more untimed step per row: cuBLAS heuristics, allocator working set
         for k in rows:
-            guarded(k, lambda k=k: stepper.step(ROWS[k]))
-        rows = [k for k in rows if k not in failed]
-    times: dict[str, list[float]] = {k: [] for k in rows}
-    timed_peak: dict[str, int | None] = dict.fromkeys(rows)
-    for _ in range(repeats):
-        for base in baselines.values():
-            base.measure()
-        for k in rows:
-            if k in failed:
-                continue
-            reset_cuda_peak()
-            t = guarded(k, lambda k=k: timed(lambda: stepper.step(ROWS[k])))
-            if t is None:
-                continue
-            times[k].append(t)
-            if on_cuda:
-                timed_peak[k] = max(timed_peak[k] or 0, cuda_peak_bytes())
-    for base in baselines.values():
-        base.measure()
-    for k, err in failed.items():
+            guard(k, lambda k=k: stepper.step(ROWS[k]))
+        rows = guard.alive(rows)
+    times, timed_peak = timed_rounds(stepper, rows, baselines, repeats, guard)
+    for k, err in guard.failed.items():
         if "flops" in out["rows"][k]:  # failed while timed: drop the partial numbers
             out["rows"][k] = {"error": err, "first_step_s": out["rows"][k]["first_step_s"]}
-    rows = [k for k in rows if k not in failed]
-
-    ref = rows[0]
-    for k in rows:
-        t = median(times[k])
-        rec = out["rows"][k]
-        rec.update(
-            {
-                "step_s": t,
-                "step_s_all": times[k],
-                "steps_per_s": 1 / t,
-                "rays_per_s": b * r / t,
-                "samples_per_s": rec["samples_per_step"] / t,
-                "gflops_per_s": rec["flops"] / t / 1e9,
-                "matmul_fraction": rec["flops"]
-                / t
-                / 1e9
-                / baselines[ROWS[k].get("autocast", torch.float32)].gflops,
-                "matmul_dtype": str(ROWS[k].get("autocast", torch.float32)).removeprefix("torch."),
-                f"step_ratio_vs_{ref}": median([a / n for a, n in zip(times[k], times[ref])]),
-            }
-        )
-        if on_cuda:
-            rec["cuda_peak_bytes_timed"] = timed_peak[k]
-        if ROWS[k].get("compile"):
-            # The first step compiles; the counted FLOPs are eager ones, so its fraction is comparable.
-            rec["compile_s"] = rec["first_step_s"] - t
-    out["matmul_baseline"] = {
-        str(dt).removeprefix("torch."): {
-            "gflops_per_s": base.gflops,
-            "all": list(base.samples),
-            "shape": f"({base.n}, {base.d}) x ({base.d}, {base.d}): forward, input-grad and weight-grad GEMMs",
-        }
-        for dt, base in baselines.items()
-    }
+    rows = guard.alive(rows)
+    add_rates(out["rows"], rows, times, timed_peak, baselines, b * r, stepper.device.type == "cuda")
+    out["matmul_baseline"] = baseline_record(baselines)
     if "fast" in rows:
         out["fast_alone"] = fast_alone(
             stepper, out["rows"]["fast"]["flops"], baselines[torch.float32], repeats
@@ -263,6 +181,152 @@ def bench_config(
             out["profile"] = {"error": f"{type(err).__name__}: {err}"}
             traceback.print_exc()
     return out
+
+
+def matmul_baselines(stepper: Stepper, rows: list[str]) -> dict[torch.dtype, MatmulBaseline]:
+    """One GEMM baseline per dtype the rows compute in: a row's fraction is against GEMMs of its own dtype.
+    The GEMMs are (coarse points, d_hidden) x (d_hidden, d_hidden), the MLP's shape."""
+    net = stepper.module.net
+    n_points = stepper.b * stepper.r * net.n_coarse
+    baselines = {torch.float32: MatmulBaseline(n_points, net.d_hidden, device=stepper.device)}
+    for k in rows:
+        dt = ROWS[k].get("autocast")
+        if dt is not None and dt not in baselines:
+            baselines[dt] = MatmulBaseline(n_points, net.d_hidden, dt, device=stepper.device)
+    return baselines
+
+
+def config_record(name: str, stepper: Stepper, data: dict, overrides: dict | None) -> dict:
+    """A config's result before any row ran: its sizes, device and an empty ``rows`` table."""
+    net = stepper.module.net
+    out: dict = {
+        "config": name,
+        "overrides": overrides,
+        "device": stepper.device.type,
+        "sizes": {
+            "objects": data["batch_size"],
+            "rays_per_object": data["rays_per_object"],
+            "image_size": data["image_size"],
+            "source_views": data["num_src_views"],
+            "samples": [net.n_coarse, net.n_fine, net.n_fine_depth],
+            "d_hidden": net.d_hidden,
+            "feature_dim": net.feature_dim,
+        },
+        "rows": {},
+    }
+    if stepper.device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(stepper.device)
+    return out
+
+
+def warm_up_rows(stepper: Stepper, rows: list[str], guard: CompileGuard) -> dict[str, dict]:
+    """One warm-up step per row, under the FLOP counter, with its memory high-water marks.
+
+    A compile row's FLOPs are the eager ``fast`` row's (same math): Dynamo does not compile under
+    FlopCounterMode's dispatch mode, and the counter cannot see inside compiled graphs."""
+    on_cuda = stepper.device.type == "cuda"
+    records: dict[str, dict] = {}
+    for k in rows:
+        row = ROWS[k]
+        reset_cuda_peak()
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            if row.get("compile"):  # compiles
+                guard(k, lambda row=row: stepper.step(row))
+                flops, per_op = None, {}
+            else:
+                flops, per_op = count_flops(lambda row=row: stepper.step(row))
+            first = time.perf_counter() - t0
+        if k in guard.failed:
+            records[k] = {"error": guard.failed[k], "first_step_s": first}
+            continue
+        records[k] = {
+            "flops": flops,
+            "flops_per_op": per_op,
+            "first_step_s": first,
+            "peak_rss_bytes": mem.peak,
+            "rss_increase_bytes": mem.peak - mem.start,
+            "cuda_peak_bytes": cuda_peak_bytes() if on_cuda else None,
+            "samples_per_step": stepper.samples_per_step(row),
+        }
+    for k in guard.alive(rows):
+        if records[k]["flops"] is None:
+            records[k]["flops"] = records["fast"]["flops"]
+            records[k]["flops_from"] = "fast"
+    return records
+
+
+def timed_rounds(
+    stepper: Stepper, rows: list[str], baselines: dict, repeats: int, guard: CompileGuard
+) -> tuple[dict[str, list[float]], dict[str, int | None]]:
+    """``repeats`` rounds of one timed step per row, each round after one measurement of every baseline
+    (and one more at the end). Returns the step times per row and, on a GPU, the CUDA peak of its steps."""
+    on_cuda = stepper.device.type == "cuda"
+    times: dict[str, list[float]] = {k: [] for k in rows}
+    timed_peak: dict[str, int | None] = dict.fromkeys(rows)
+    for _ in range(repeats):
+        for base in baselines.values():
+            base.measure()
+        for k in guard.alive(rows):
+            reset_cuda_peak()
+            t = guard(k, lambda k=k: timed(lambda: stepper.step(ROWS[k])))
+            if t is None:
+                continue
+            times[k].append(t)
+            if on_cuda:
+                timed_peak[k] = max(timed_peak[k] or 0, cuda_peak_bytes())
+    for base in baselines.values():
+        base.measure()
+    return times, timed_peak
+
+
+def add_rates(
+    records: dict[str, dict],
+    rows: list[str],
+    times: dict[str, list[float]],
+    timed_peak: dict[str, int | None],
+    baselines: dict,
+    rays_per_step: int,
+    on_cuda: bool,
+) -> None:
+    """Adds each row's median step time and what follows from it (rates, matmul fraction, ratio to the
+    first row) to its record; on a GPU also the CUDA peak of its timed steps."""
+    ref = rows[0]
+    for k in rows:
+        t = median(times[k])
+        rec = records[k]
+        dtype = ROWS[k].get("autocast", torch.float32)
+        gflops = rec["flops"] / t / 1e9
+        rec.update(
+            {
+                "step_s": t,
+                "step_s_all": times[k],
+                "steps_per_s": 1 / t,
+                "rays_per_s": rays_per_step / t,
+                "samples_per_s": rec["samples_per_step"] / t,
+                "gflops_per_s": gflops,
+                "matmul_fraction": gflops / baselines[dtype].gflops,
+                "matmul_dtype": str(dtype).removeprefix("torch."),
+                f"step_ratio_vs_{ref}": median([a / n for a, n in zip(times[k], times[ref])]),
+            }
+        )
+        if on_cuda:
+            rec["cuda_peak_bytes_timed"] = timed_peak[k]
+        if ROWS[k].get("compile"):
+            # The first step compiles; the counted FLOPs are eager ones, so its fraction is comparable.
+            rec["compile_s"] = rec["first_step_s"] - t
+
+
+def baseline_record(baselines: dict) -> dict:
+    """The GEMM baselines by dtype name: median GFLOP/s, every timing and the shape."""
+    return {
+        str(dt).removeprefix("torch."): {
+            "gflops_per_s": base.gflops,
+            "all": list(base.samples),
+            "shape": f"({base.n}, {base.d}) x ({base.d}, {base.d}): forward, input-grad and weight-grad GEMMs",
+        }
+        for dt, base in baselines.items()
+    }
 
 
 def fast_alone(stepper: Stepper, flops: int, base: MatmulBaseline, repeats: int) -> dict:
