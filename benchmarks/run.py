@@ -91,9 +91,6 @@ def find_toy_run(ckpt: str | None, data: str | None) -> tuple[str, str] | None:
     return None
 
 
-# One section's work: computes its figures and stores them in the result dict.
-Fill = Callable[[dict], None]
-
 QUICK_SIZES = {"rays_per_object": 32, "batch_size": 2, "image_size": 32}
 QUICK_MODEL = {"d_hidden": 64, "n_coarse": 16, "n_fine": 4, "n_fine_depth": 4, "encoder_layers": 2}
 CPU_ONLY = {  # no GPU path in these: on a GPU machine `make bench` reports the GPU rows and the CPU render rows
@@ -104,6 +101,7 @@ CPU_ONLY = {  # no GPU path in these: on a GPU machine `make bench` reports the 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the chosen sections one after another, writes ``bench.json``/``bench.md`` and prints the table."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from featurenerf.cpu_allocator import keep_freed_memory
@@ -168,7 +166,7 @@ def new_result(args: argparse.Namespace, device: str, kept: bool) -> dict:
     return result
 
 
-def run_section(name: str, fill: Fill, result: dict, out_dir: Path) -> None:
+def run_section(name: str, fill: Store, result: dict, out_dir: Path) -> None:
     """Runs one section; its exception is recorded, not raised. Writes what is done so far afterwards."""
     t0 = time.perf_counter()
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
@@ -184,42 +182,43 @@ def run_section(name: str, fill: Fill, result: dict, out_dir: Path) -> None:
         traceback.print_exc()
 
 
-def store(*keys: str, compute: Callable[[], object]) -> Fill:
-    """A section that stores ``compute()`` at ``result[keys[0]]...[keys[-1]]``."""
+class Store:
+    """One section's work: stores ``compute()`` at ``result[keys[0]]...[keys[-1]]``."""
 
-    def fill(result: dict) -> None:
+    def __init__(self, *keys: str, compute: Callable[[], object]) -> None:
+        self.keys, self.compute = keys, compute
+
+    def __call__(self, result: dict) -> None:
         target = result
-        for key in keys[:-1]:
+        for key in self.keys[:-1]:
             target = target[key]
-        target[keys[-1]] = compute()
-
-    return fill
+        target[self.keys[-1]] = self.compute()
 
 
-def section_plan(args: argparse.Namespace, device: str, sections: tuple[str, ...]) -> list[tuple[str, Fill]]:
+def section_plan(args: argparse.Namespace, device: str, sections: tuple[str, ...]) -> list[tuple[str, Store]]:
     """(name, work) of every section to run, in order."""
-    plan: list[tuple[str, Fill]] = []
+    plan: list[tuple[str, Store]] = []
     if "train" in sections:
         plan += train_cuda_sections(args) if device == "cuda" else train_cpu_sections(args)
     if "render" in sections:
         plan += render_sections(args)
     if "psnr" in sections:
         plan.append(
-            ("psnr", store("psnr", compute=partial(trained_toy_render, args.toy_ckpt, args.toy_data)))
+            ("psnr", Store("psnr", compute=partial(trained_toy_render, args.toy_ckpt, args.toy_data)))
         )
     if "cache" in sections:
-        plan.append(("cache", store("cache", compute=partial(teacher_cache, args.repeats or 2))))
+        plan.append(("cache", Store("cache", compute=partial(teacher_cache, args.repeats or 2))))
     if "scaling" in sections:
         import train_step
 
         scaling = partial(
             train_step.bench_scaling, "toy", [256, 512, 1024, 2048, 4096], [1, 2, 4], args.repeats or 2
         )
-        plan.append(("scaling", store("scaling", compute=scaling)))
+        plan.append(("scaling", Store("scaling", compute=scaling)))
     return plan
 
 
-def train_cuda_sections(args: argparse.Namespace) -> list[tuple[str, Fill]]:
+def train_cuda_sections(args: argparse.Namespace) -> list[tuple[str, Store]]:
     """Training-step rows on the GPU: toy, srn_cars with 4x the rays, srn_cars (compile row last)."""
     import harness
     import train_step
@@ -242,13 +241,13 @@ def train_cuda_sections(args: argparse.Namespace) -> list[tuple[str, Fill]]:
     return [
         (
             f"train {key} (cuda)",
-            store("train_step", key, compute=partial(train_step.bench_config, *bench, device="cuda")),
+            Store("train_step", key, compute=partial(train_step.bench_config, *bench, device="cuda")),
         )
         for key, *bench in plan
     ]
 
 
-def train_cpu_sections(args: argparse.Namespace) -> list[tuple[str, Fill]]:
+def train_cpu_sections(args: argparse.Namespace) -> list[tuple[str, Store]]:
     """Training-step rows on the CPU: toy (shrunk with ``--quick``), else toy and srn_cars."""
     import train_step
 
@@ -262,29 +261,29 @@ def train_cpu_sections(args: argparse.Namespace) -> list[tuple[str, Fill]]:
             QUICK_SIZES,
             QUICK_MODEL,
         )
-        return [("train toy", store("train_step", "toy", compute=toy))]
+        return [("train toy", Store("train_step", "toy", compute=toy))]
     rows = ["naive", "reuse", "fast", "fast_bf16"] + ([] if args.no_compile else ["fast_compile"])
     toy = partial(train_step.bench_config, "toy", rows, args.repeats or 5, profile=True)
     # 4 rounds: memory-bound parts of the step swing with the neighbours' traffic.
     cars = partial(train_step.bench_config, "srn_cars", rows, args.repeats or 4, profile=True)
     return [
-        ("train toy", store("train_step", "toy", compute=toy)),
-        ("train srn_cars", store("train_step", "srn_cars", compute=cars)),
+        ("train toy", Store("train_step", "toy", compute=toy)),
+        ("train srn_cars", Store("train_step", "srn_cars", compute=cars)),
     ]
 
 
-def render_sections(args: argparse.Namespace) -> list[tuple[str, Fill]]:
+def render_sections(args: argparse.Namespace) -> list[tuple[str, Store]]:
     """Full-image render time with untrained weights (on the CPU whatever ``--device`` says)."""
     import render_bench
 
     if args.quick:
         toy = partial(render_bench.bench_untrained, "toy", 16, 1)
-        return [("render toy", store("render", "toy", compute=toy))]
+        return [("render toy", Store("render", "toy", compute=toy))]
     toy = partial(render_bench.bench_untrained, "toy", None, args.repeats or 3)
     cars = partial(render_bench.bench_untrained, "srn_cars", 32, args.repeats or 1)
     return [
-        ("render toy", store("render", "toy", compute=toy)),
-        ("render srn_cars", store("render", "srn_cars", compute=cars)),
+        ("render toy", Store("render", "toy", compute=toy)),
+        ("render srn_cars", Store("render", "srn_cars", compute=cars)),
     ]
 
 

@@ -144,22 +144,15 @@ def bench_config(
     cfg = load_config(name)
     data = {**cfg["data"], **(size_override or {})}
     b, r = data["batch_size"], data["rays_per_object"]
-    stepper = Stepper(
-        {**cfg["model"], **(model_override or {})},
-        b,
-        data["num_src_views"],
-        data["image_size"],
-        r,
-        device=device,
-    )
+    model = {**cfg["model"], **(model_override or {})}
+    stepper = Stepper(model, b, data["num_src_views"], data["image_size"], r, device=device)
     baselines = matmul_baselines(stepper, rows)
     out = config_record(name, stepper, data, {**(size_override or {}), **(model_override or {})} or None)
     guard = CompileGuard()
     out["rows"].update(warm_up_rows(stepper, rows, guard))
     rows = guard.alive(rows)
-    if (
-        stepper.device.type == "cuda"
-    ):  # one more untimed step per row: cuBLAS heuristics, allocator working set
+    on_cuda = stepper.device.type == "cuda"
+    if on_cuda:  # one more untimed step per row: cuBLAS heuristics, caching allocator at its working set
         for k in rows:
             guard(k, lambda k=k: stepper.step(ROWS[k]))
         rows = guard.alive(rows)
@@ -168,7 +161,7 @@ def bench_config(
         if "flops" in out["rows"][k]:  # failed while timed: drop the partial numbers
             out["rows"][k] = {"error": err, "first_step_s": out["rows"][k]["first_step_s"]}
     rows = guard.alive(rows)
-    add_rates(out["rows"], rows, times, timed_peak, baselines, b * r, stepper.device.type == "cuda")
+    add_rates(out["rows"], rows, times, timed_peak, baselines, b * r, on_cuda)
     out["matmul_baseline"] = baseline_record(baselines)
     if "fast" in rows:
         out["fast_alone"] = fast_alone(
