@@ -1,147 +1,8 @@
-"""The benchmark's headline numbers (``summary``) and its readable table (``markdown``)."""
+"""The benchmark's readable report (``markdown``); its headline numbers come from ``bench_summary``."""
 
 from __future__ import annotations
 
-TARGETS = {
-    "matmul_fraction": "≥ 0.8",
-    "step_ratio_vs_naive": "≤ 0.6",
-    "render_ratio_vs_naive": "≤ 0.3",
-    "psnr_delta_db": "≤ 0.05",
-    "cache_ratio": "≤ 0.3",
-}
-
-
-def _get(d: dict, *keys, default=None):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return default
-        d = d[k]
-    return d
-
-
-def summary(r: dict) -> dict:
-    """The figures the issue asks for, with their targets."""
-    s: dict = {"targets": TARGETS, "train_step": {}, "render": {}}
-    for cfg, t in r.get("train_step", {}).items():
-        rows = {k: v for k, v in t["rows"].items() if "error" not in v}  # a failed compile row has no times
-        entry = {
-            "matmul_fraction": {k: v["matmul_fraction"] for k, v in rows.items()},
-            "step_ratio_vs_naive": {k: v["step_ratio_vs_naive"] for k, v in rows.items()},
-            "step_s": {k: v["step_s"] for k, v in rows.items()},
-        }
-        if "fast_alone" in t:
-            entry["fast_alone_matmul_fraction"] = t["fast_alone"]["matmul_fraction"]
-            entry["fast_alone_step_s"] = t["fast_alone"]["step_s"]
-        entry.update(fraction_checks(t))
-        if "fast_bf16" in rows and "fast" in rows:
-            entry["bf16_step_vs_fp32"] = rows["fast_bf16"]["step_s"] / rows["fast"]["step_s"]
-        if "fast_compile" in rows:
-            entry["compile_step_vs_eager"] = rows["fast_compile"]["step_s"] / rows["fast"]["step_s"]
-            entry["compile_s"] = rows["fast_compile"].get("compile_s")
-        s["train_step"][cfg] = entry
-    gpu = gpu_summary(r)
-    if gpu:
-        s["gpu"] = gpu
-    for cfg, t in r.get("render", {}).items():
-        s["render"][cfg] = {
-            k: {"ratio_vs_naive": v["ratio_vs_naive"], "render_s_full_image": v["render_s_full_image"]}
-            for k, v in t["rows"].items()
-        }
-    psnr = r.get("psnr", {})
-    if "rows" in psnr:
-        s["trained_toy_render"] = {
-            k: {
-                "ratio_vs_naive": v["ratio_vs_naive"],
-                "psnr_delta_vs_exhaustive_mean": v["psnr_delta_vs_exhaustive_mean"],
-                "psnr_delta_vs_exhaustive_max_abs": v["psnr_delta_vs_exhaustive_max_abs"],
-                "samples_per_ray": v["samples_per_ray"],
-            }
-            for k, v in psnr["rows"].items()
-        }
-    if "cache" in r:
-        s["cache_ratio"] = r["cache"]["ratio_cached_vs_on_the_fly"]
-    if "scaling" in r:
-        s["scaling"] = {"rays_fit": r["scaling"]["rays_fit"], "views_ratio": r["scaling"]["views_ratio"]}
-    return s
-
-
-def fraction_checks(t: dict) -> dict:
-    """The spread of one training-step section's baseline GEMM timings and its impossible fractions.
-
-    Returns ``{"matmul_baseline_spread": {dtype: {min, median, max, n}}}`` plus, where any row's (or the
-    fast-alone) matmul fraction exceeds 1, ``"fraction_errors": {row: one-line note}``.
-    """
-    from harness import fraction_error, gflops_spread
-
-    spreads = {dt: gflops_spread(v.get("all", [])) for dt, v in t.get("matmul_baseline", {}).items()}
-    errors = {}
-    for k, v in t.get("rows", {}).items():
-        note = fraction_error(v.get("matmul_fraction"), spreads.get(v.get("matmul_dtype", "float32")))
-        if note:
-            errors[k] = note
-    alone = t.get("fast_alone", {})
-    note = fraction_error(alone.get("matmul_fraction"), alone.get("matmul_baseline_spread"))
-    if note:
-        errors["fast_alone"] = note
-    return {"matmul_baseline_spread": spreads, **({"fraction_errors": errors} if errors else {})}
-
-
-def gpu_summary(r: dict) -> dict | None:
-    """fp32 vs bf16 autocast training steps of the configs measured on a CUDA device (None if none)."""
-    cfgs = {k: t for k, t in r.get("train_step", {}).items() if t.get("device") == "cuda"}
-    if not cfgs:
-        return None
-    order = {"srn_cars": 0, "srn_cars_x4rays": 1}  # the paper's sizes first
-    cfgs = dict(sorted(cfgs.items(), key=lambda kv: order.get(kv[0], 2)))
-    env = r.get("environment", {})
-    out: dict = {
-        "device": next(
-            (t.get("device_name") for t in cfgs.values() if t.get("device_name")), env.get("cuda")
-        ),
-        "cuda_version": env.get("cuda_version"),
-        "float32_matmul_precision": env.get("float32_matmul_precision"),
-        "configs": {},
-    }
-    for cfg, t in cfgs.items():
-        rows = t["rows"]
-        fp32, bf16 = rows.get("fast", {}), rows.get("fast_bf16", {})
-        entry: dict = {
-            "rays_per_step": t["sizes"]["objects"] * t["sizes"]["rays_per_object"],
-            "fp32_step_s": fp32.get("step_s"),
-            "bf16_step_s": bf16.get("step_s"),
-            "fp32_steps_per_s": fp32.get("steps_per_s"),
-            "bf16_steps_per_s": bf16.get("steps_per_s"),
-            "matmul_fraction": {
-                "float32": fp32.get("matmul_fraction"),
-                "bfloat16": bf16.get("matmul_fraction"),
-            },
-            "matmul_baseline_gflops_per_s": {
-                dt: v["gflops_per_s"] for dt, v in t.get("matmul_baseline", {}).items()
-            },
-            "cuda_peak_mb": {
-                k: None if v.get("cuda_peak_bytes") is None else v["cuda_peak_bytes"] / 2**20
-                for k, v in rows.items()
-                if "error" not in v
-            },
-            "cuda_peak_mb_timed": {
-                k: None if v.get("cuda_peak_bytes_timed") is None else v["cuda_peak_bytes_timed"] / 2**20
-                for k, v in rows.items()
-                if "error" not in v
-            },
-        }
-        if entry["fp32_step_s"] and entry["bf16_step_s"]:
-            entry["bf16_vs_fp32"] = entry["bf16_step_s"] / entry["fp32_step_s"]
-        if "naive" in rows and "step_s" in rows["naive"]:
-            entry["naive_step_s"] = rows["naive"]["step_s"]
-        comp = rows.get("fast_compile")
-        if comp:
-            entry["compile"] = (
-                {"error": comp["error"]}
-                if "error" in comp
-                else {"step_s": comp["step_s"], "compile_s": comp.get("compile_s")}
-            )
-        out["configs"][cfg] = entry
-    return out
+from bench_summary import TARGETS, gpu_summary, summary
 
 
 def _f(x, digits: int = 2) -> str:
@@ -156,7 +17,36 @@ def _mb(x) -> str:
     return "–" if x is None else f"{x / 2**20:.0f}"
 
 
+def _fraction(x) -> str:
+    """A matmul fraction; one above 1 is flagged where it stands (it is a measurement error)."""
+    return f"{_f(x)} ⚠ > 1" if isinstance(x, (int, float)) and x > 1 else _f(x)
+
+
+def _table(columns: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table: the header, its separator, one line per row of cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def markdown(r: dict) -> str:
+    """The whole readable report of a benchmark result (``bench.md``)."""
+    lines = title_lines(r) + headlines(r) + gpu_block(r)
+    for cfg, t in r.get("train_step", {}).items():
+        lines += train_step_block(cfg, t)
+    for cfg, t in r.get("render", {}).items():
+        lines += render_block(cfg, t, r.get("render_device"))
+    lines += trained_render_block(r.get("psnr"))
+    lines += cache_block(r.get("cache"))
+    lines += scaling_block(r.get("scaling"))
+    if r.get("skipped"):
+        lines += ["## Skipped sections", ""] + [f"- {k}: {v}" for k, v in r["skipped"].items()] + [""]
+    if r.get("errors"):
+        lines += ["## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
+    return "\n".join(lines)
+
+
+def title_lines(r: dict) -> list[str]:
+    """Title, machine line (and GPU line), methods, partial-result and load warnings."""
     env = r.get("environment", {})
     lines = [
         "# featurenerf benchmarks",
@@ -178,164 +68,205 @@ def markdown(r: dict) -> str:
         lines += [f"**Partial result** ({r['partial']}); the run has not finished.", ""]
     if r.get("warning"):
         lines += [f"**Warning:** {r['warning']}.", ""]
-    lines += headlines(r)
-    lines += gpu_block(r)
-    for cfg, t in r.get("train_step", {}).items():
-        sz = t["sizes"]
-        on_cuda = t.get("device") == "cuda"
-        unit, scale = ("TFLOP/s", 1e3) if on_cuda else ("GFLOP/s", 1)
-        bases = "; ".join(
-            f"{dt} {v['gflops_per_s'] / scale:.1f} {unit}" for dt, v in t["matmul_baseline"].items()
-        )
-        shape = next(iter(t["matmul_baseline"].values()))["shape"]
-        where = f" on {t.get('device_name') or 'cuda'}" if on_cuda else ""
-        lines += [
-            f"## Training step — {cfg}{where} ({sz['objects']}×{sz['rays_per_object']} rays, {sz['image_size']} px, "
-            f"{sz['source_views']} source view, samples {sz['samples']}, d_hidden {sz['d_hidden']}, D {sz['feature_dim']})",
-            "",
-            f"Same-process matmul baseline: {bases} ({shape}); each row's fraction is against its own dtype.",
-            "",
+    return lines
+
+
+def _flop_unit(t: dict) -> tuple[str, float]:
+    """(unit, divisor of GFLOP/s) for a training-step section: TFLOP/s on a GPU."""
+    return ("TFLOP/s", 1e3) if t.get("device") == "cuda" else ("GFLOP/s", 1)
+
+
+def train_step_block(cfg: str, t: dict) -> list[str]:
+    """One training-step config: sizes, baseline, the row table, fast-alone, compile and profile notes."""
+    sz = t["sizes"]
+    on_cuda = t.get("device") == "cuda"
+    unit, scale = _flop_unit(t)
+    bases = "; ".join(
+        f"{dt} {v['gflops_per_s'] / scale:.1f} {unit}" for dt, v in t["matmul_baseline"].items()
+    )
+    shape = next(iter(t["matmul_baseline"].values()))["shape"]
+    where = f" on {t.get('device_name') or 'cuda'}" if on_cuda else ""
+    lines = [
+        f"## Training step — {cfg}{where} ({sz['objects']}×{sz['rays_per_object']} rays, {sz['image_size']} px, "
+        f"{sz['source_views']} source view, samples {sz['samples']}, d_hidden {sz['d_hidden']}, D {sz['feature_dim']})",
+        "",
+        f"Same-process matmul baseline: {bases} ({shape}); each row's fraction is against its own dtype.",
+        "",
+    ]
+    lines += train_table(t["rows"], on_cuda)
+    lines += fast_alone_lines(t)
+    lines += compile_lines(t["rows"].get("fast_compile"))
+    lines += profile_lines(t.get("profile"))
+    return lines + [""]
+
+
+def train_table(rows: dict, on_cuda: bool) -> list[str]:
+    """The per-row training-step table (GPU columns on CUDA); a failed row shows its error."""
+    if on_cuda:
+        lines = [
+            "| row | step s | steps/s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction "
+            "| CUDA peak MB (first / timed steps) | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        if on_cuda:
-            lines += [
-                "| row | step s | steps/s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction "
-                "| CUDA peak MB (first / timed steps) | peak RSS MB |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
-            ]
-        else:
-            lines += [
-                "| row | step s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction | peak RSS MB |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-        for k, v in t["rows"].items():
-            if "error" in v:
-                msg = v["error"][:200].replace("|", "/").replace("\n", " ")
-                lines.append(f"| {k} | failed: {msg} |" + " |" * (9 if on_cuda else 7))
-            elif on_cuda:
-                lines.append(
-                    f"| {k} | {_f(v['step_s'], 4)} | {_f(v['steps_per_s'], 1)} | {_f(v['step_ratio_vs_naive'])} | "
-                    f"{_f(v['rays_per_s'], 0)} | {_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | "
-                    f"{_f(v['gflops_per_s'], 1)} | {_f(v['matmul_fraction'])} | "
-                    f"{_mb(v.get('cuda_peak_bytes'))} / {_mb(v.get('cuda_peak_bytes_timed'))} | "
-                    f"{_mb(v['peak_rss_bytes'])} |"
-                )
-            else:
-                lines.append(
-                    f"| {k} | {_f(v['step_s'])} | {_f(v['step_ratio_vs_naive'])} | {_f(v['rays_per_s'], 0)} | "
-                    f"{_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | {_f(v['gflops_per_s'], 1)} | "
-                    f"{_f(v['matmul_fraction'])} | {_mb(v['peak_rss_bytes'])} |"
-                )
-        alone = t.get("fast_alone")
-        if alone:
-            lines += [
-                "",
-                f"`fast` step alone (as a training run sees it; after the interleaved rounds, free pages handed "
-                f"back, two warm-up steps, then alternating with the baseline GEMMs only): {_f(alone['step_s'], 4 if on_cuda else 2)} s, "
-                f"{_f(alone['gflops_per_s'] / scale, 1)} {unit} against "
-                f"{_f(alone['matmul_baseline_gflops_per_s'] / scale, 1)} → matmul fraction "
-                f"**{_f(alone['matmul_fraction'])}** (steps {', '.join(_f(x, 2) for x in alone['step_s_all'])} s).",
-            ]
-        comp = t["rows"].get("fast_compile")
-        if comp and "error" in comp:
-            lines += ["", f"`fast_compile` failed after {_f(comp.get('first_step_s'), 1)} s: {comp['error']}"]
-        elif comp:
-            lines += ["", f"`fast_compile`: first step (compilation) {_f(comp.get('first_step_s'), 1)} s."]
-        prof = t.get("profile")
-        if prof and "error" in prof:
-            lines += ["", f"Profile of the `fast` step failed: {prof['error']}"]
-        elif prof:
-            if prof.get("measure") == "gpu":
-                head = (
-                    f"Where the `fast` step's GPU time goes (torch.profiler kernel time by launching op, "
-                    f"{_f(prof['device_s_total'] * 1e3, 1)} ms GPU; host {_f(prof['cpu_s_total'] * 1e3, 1)} ms CPU):"
-                )
-            else:
-                head = f"Where the `fast` step's CPU time goes (torch.profiler, {_f(prof['cpu_s_total'], 1)} s CPU):"
-            lines += ["", head, ""]
-            lines += ["| category | share |", "|---|---|"]
-            lines += [f"| {k} | {v * 100:.0f} % |" for k, v in prof["fraction"].items()]
-        lines.append("")
-    for cfg, t in r.get("render", {}).items():
-        on_cpu = " — on the CPU (no GPU path)" if r.get("render_device") == "cpu" else ""
-        lines += [
-            f"## Full-image render — {cfg}, {t['image_size']}² ({t['weights']}){on_cpu}",
-            "",
-            f"Rendered at {t['rendered_at']}²"
-            + (f"; {t['extrapolation']}." if t.get("extrapolation") else "."),
-            "",
-            "| row | s per full image | × naive | samples/ray | peak RSS MB |",
-            "|---|---|---|---|---|",
+    else:
+        lines = [
+            "| row | step s | × naive | rays/s | samples/s | GFLOP/step | GFLOP/s | matmul fraction | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for k, v in t["rows"].items():
+    for k, v in rows.items():
+        if "error" in v:
+            msg = v["error"][:200].replace("|", "/").replace("\n", " ")
+            lines.append(f"| {k} | failed: {msg} |" + " |" * (9 if on_cuda else 7))
+        elif on_cuda:
             lines.append(
-                f"| {k} | {_f(v['render_s_full_image'])} | {_f(v['ratio_vs_naive'])} | "
-                f"{_f(v['samples_per_ray'], 1)} | {_mb(v['peak_rss_bytes'])} |"
+                f"| {k} | {_f(v['step_s'], 4)} | {_f(v['steps_per_s'], 1)} | {_f(v['step_ratio_vs_naive'])} | "
+                f"{_f(v['rays_per_s'], 0)} | {_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | "
+                f"{_f(v['gflops_per_s'], 1)} | {_fraction(v['matmul_fraction'])} | "
+                f"{_mb(v.get('cuda_peak_bytes'))} / {_mb(v.get('cuda_peak_bytes_timed'))} | "
+                f"{_mb(v['peak_rss_bytes'])} |"
             )
-        lines.append("")
-    psnr = r.get("psnr")
-    if psnr:
-        lines += ["## Trained toy model: render time and PSNR cost of skipping (held-out views)", ""]
-        if "rows" not in psnr:
-            lines += [psnr.get("skipped", ""), ""]
         else:
-            d = psnr["data"]
-            lines += [
-                f"{psnr['checkpoint']}; {d['objects']} {d['split']} objects × {d['views_per_object']} views, "
-                f"{psnr['image_size']} px; bounds {psnr['bound']}; stop_transmittance {psnr['stop_transmittance']}",
-                "",
-                "| row | render s | × naive | samples/ray | PSNR | Δ PSNR vs exhaustive (mean / max abs) |",
-                "|---|---|---|---|---|---|",
-            ]
-            for k, v in psnr["rows"].items():
-                lines.append(
-                    f"| {k} | {_f(v['render_s'], 3)} | {_f(v['ratio_vs_naive'])} | {_f(v['samples_per_ray'], 1)} | "
-                    f"{_f(v['psnr'])} | {_f(v['psnr_delta_vs_exhaustive_mean'], 4)} / "
-                    f"{_f(v['psnr_delta_vs_exhaustive_max_abs'], 4)} |"
-                )
-            lines.append("")
-    cache = r.get("cache")
-    if cache:
-        lines += [
-            "## Teacher cache",
-            "",
-            f"{cache['teacher']} at {cache['image_size']} px, {cache['items_per_epoch']} objects per epoch "
-            f"({cache['batches_per_epoch']} batches, {cache['rays_per_object']} rays each): epoch "
-            f"{_f(cache['epoch_s_cached'])} s with the cache vs {_f(cache['epoch_s_on_the_fly'])} s on the fly "
-            f"→ ratio **{_f(cache['ratio_cached_vs_on_the_fly'], 3)}** (cache built once in "
-            f"{_f(cache['cache_build_s'], 1)} s).",
-            "",
+            lines.append(
+                f"| {k} | {_f(v['step_s'])} | {_f(v['step_ratio_vs_naive'])} | {_f(v['rays_per_s'], 0)} | "
+                f"{_f(v['samples_per_s'], 0)} | {_f(v['flops'] / 1e9, 1)} | {_f(v['gflops_per_s'], 1)} | "
+                f"{_fraction(v['matmul_fraction'])} | {_mb(v['peak_rss_bytes'])} |"
+            )
+    return lines
+
+
+def fast_alone_lines(t: dict) -> list[str]:
+    """The ``fast`` step measured alone (as a training run sees it), if it was."""
+    alone = t.get("fast_alone")
+    if not alone:
+        return []
+    unit, scale = _flop_unit(t)
+    return [
+        "",
+        f"`fast` step alone (as a training run sees it; after the interleaved rounds, free pages handed "
+        f"back, two warm-up steps, then alternating with the baseline GEMMs only): "
+        f"{_f(alone['step_s'], 4 if t.get('device') == 'cuda' else 2)} s, "
+        f"{_f(alone['gflops_per_s'] / scale, 1)} {unit} against "
+        f"{_f(alone['matmul_baseline_gflops_per_s'] / scale, 1)} → matmul fraction "
+        f"**{_fraction(alone['matmul_fraction'])}** (steps {', '.join(_f(x, 2) for x in alone['step_s_all'])} s).",
+    ]
+
+
+def compile_lines(comp: dict | None) -> list[str]:
+    """The compile row's first step (its compilation), or its failure."""
+    if comp and "error" in comp:
+        return ["", f"`fast_compile` failed after {_f(comp.get('first_step_s'), 1)} s: {comp['error']}"]
+    if comp:
+        return ["", f"`fast_compile`: first step (compilation) {_f(comp.get('first_step_s'), 1)} s."]
+    return []
+
+
+def profile_lines(prof: dict | None) -> list[str]:
+    """Where the ``fast`` step's time goes, by category (GPU kernel time on a GPU)."""
+    if prof and "error" in prof:
+        return ["", f"Profile of the `fast` step failed: {prof['error']}"]
+    if not prof:
+        return []
+    if prof.get("measure") == "gpu":
+        head = (
+            f"Where the `fast` step's GPU time goes (torch.profiler kernel time by launching op, "
+            f"{_f(prof['device_s_total'] * 1e3, 1)} ms GPU; host {_f(prof['cpu_s_total'] * 1e3, 1)} ms CPU):"
+        )
+    else:
+        head = f"Where the `fast` step's CPU time goes (torch.profiler, {_f(prof['cpu_s_total'], 1)} s CPU):"
+    lines = ["", head, "", "| category | share |", "|---|---|"]
+    return lines + [f"| {k} | {v * 100:.0f} % |" for k, v in prof["fraction"].items()]
+
+
+def render_block(cfg: str, t: dict, render_device: str | None) -> list[str]:
+    """One untrained full-image render config: seconds per image, × naive, samples per ray."""
+    on_cpu = " — on the CPU (no GPU path)" if render_device == "cpu" else ""
+    lines = [
+        f"## Full-image render — {cfg}, {t['image_size']}² ({t['weights']}){on_cpu}",
+        "",
+        f"Rendered at {t['rendered_at']}²" + (f"; {t['extrapolation']}." if t.get("extrapolation") else "."),
+        "",
+    ]
+    cells = [
+        [
+            k,
+            _f(v["render_s_full_image"]),
+            _f(v["ratio_vs_naive"]),
+            _f(v["samples_per_ray"], 1),
+            _mb(v["peak_rss_bytes"]),
         ]
-    sc = r.get("scaling")
-    if sc:
-        lines += [
-            f"## Scaling — {sc['config']}, `fast` row",
-            "",
-            "| rays per batch | step s | s per 1k rays |",
-            "|---|---|---|",
+        for k, v in t["rows"].items()
+    ]
+    return lines + _table(["row", "s per full image", "× naive", "samples/ray", "peak RSS MB"], cells) + [""]
+
+
+def trained_render_block(psnr: dict | None) -> list[str]:
+    """Render time and PSNR cost of skipping on a trained toy model (or why it was skipped)."""
+    if not psnr:
+        return []
+    lines = ["## Trained toy model: render time and PSNR cost of skipping (held-out views)", ""]
+    if "rows" not in psnr:
+        return lines + [psnr.get("skipped", ""), ""]
+    d = psnr["data"]
+    lines += [
+        f"{psnr['checkpoint']}; {d['objects']} {d['split']} objects × {d['views_per_object']} views, "
+        f"{psnr['image_size']} px; bounds {psnr['bound']}; stop_transmittance {psnr['stop_transmittance']}",
+        "",
+    ]
+    columns = ["row", "render s", "× naive", "samples/ray", "PSNR", "Δ PSNR vs exhaustive (mean / max abs)"]
+    cells = [
+        [
+            k,
+            _f(v["render_s"], 3),
+            _f(v["ratio_vs_naive"]),
+            _f(v["samples_per_ray"], 1),
+            _f(v["psnr"]),
+            f"{_f(v['psnr_delta_vs_exhaustive_mean'], 4)} / {_f(v['psnr_delta_vs_exhaustive_max_abs'], 4)}",
         ]
-        lines += [
-            f"| {e['rays_per_batch']} | {_f(e['step_s'])} | {_f(e['s_per_1k_rays'])} |" for e in sc["rays"]
+        for k, v in psnr["rows"].items()
+    ]
+    return lines + _table(columns, cells) + [""]
+
+
+def cache_block(cache: dict | None) -> list[str]:
+    """Teacher cache vs recomputing the teacher maps, one sentence."""
+    if not cache:
+        return []
+    return [
+        "## Teacher cache",
+        "",
+        f"{cache['teacher']} at {cache['image_size']} px, {cache['items_per_epoch']} objects per epoch "
+        f"({cache['batches_per_epoch']} batches, {cache['rays_per_object']} rays each): epoch "
+        f"{_f(cache['epoch_s_cached'])} s with the cache vs {_f(cache['epoch_s_on_the_fly'])} s on the fly "
+        f"→ ratio **{_f(cache['ratio_cached_vs_on_the_fly'], 3)}** (cache built once in "
+        f"{_f(cache['cache_build_s'], 1)} s).",
+        "",
+    ]
+
+
+def scaling_block(sc: dict | None) -> list[str]:
+    """Step time vs rays per batch (with its least-squares line) and vs source views."""
+    if not sc:
+        return []
+    lines = [f"## Scaling — {sc['config']}, `fast` row", ""]
+    rays = [[e["rays_per_batch"], _f(e["step_s"]), _f(e["s_per_1k_rays"])] for e in sc["rays"]]
+    lines += _table(["rays per batch", "step s", "s per 1k rays"], rays)
+    fit = sc["rays_fit"]
+    lines += [
+        "",
+        f"Least-squares line: {_f(fit['fixed_s'])} s fixed + {_f(fit['s_per_1k_rays_marginal'])} s per 1k rays "
+        f"(largest deviation {_f(fit['max_relative_residual'] * 100, 0)} % of a point's time).",
+        "",
+    ]
+    views = [
+        [
+            e["source_views"],
+            e["rays_per_batch"],
+            _f(e["step_s"]),
+            _f(sc["views_ratio"][str(e["source_views"])]),
         ]
-        fit = sc["rays_fit"]
-        lines += [
-            "",
-            f"Least-squares line: {_f(fit['fixed_s'])} s fixed + {_f(fit['s_per_1k_rays_marginal'])} s per 1k rays "
-            f"(largest deviation {_f(fit['max_relative_residual'] * 100, 0)} % of a point's time).",
-            "",
-            "| source views | rays | step s | × 1 view |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {e['source_views']} | {e['rays_per_batch']} | {_f(e['step_s'])} | "
-            f"{_f(sc['views_ratio'][str(e['source_views'])])} |"
-            for e in sc["views"]
-        ]
-        lines.append("")
-    if r.get("skipped"):
-        lines += ["## Skipped sections", ""] + [f"- {k}: {v}" for k, v in r["skipped"].items()] + [""]
-    if r.get("errors"):
-        lines += ["## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
-    return "\n".join(lines)
+        for e in sc["views"]
+    ]
+    return lines + _table(["source views", "rays", "step s", "× 1 view"], views) + [""]
 
 
 def gpu_block(r: dict) -> list[str]:
@@ -400,94 +331,12 @@ def fraction_headlines(t: dict) -> list[tuple[str, str, str]]:
 def headlines(r: dict) -> list[str]:
     """The issue's targets next to the measured figures (what is missing is left out)."""
     s = r.get("summary") or summary(r)
-    rows: list[tuple[str, str, str]] = []
     cfg = "srn_cars" if "srn_cars" in s["train_step"] else next(iter(s["train_step"]), None)
-    if cfg:
-        t = s["train_step"][cfg]
-        frac = t["matmul_fraction"]
-        on_cuda = r.get("train_step", {}).get(cfg, {}).get("device") == "cuda"
-        gpu = ", GPU" if on_cuda else ""
-        # The issue's targets are CPU targets; on a GPU the rows are reported, not judged.
-        if "fast_alone_matmul_fraction" in t:
-            rows.append(
-                (
-                    f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast step alone as training "
-                    f"runs it, fp32{gpu})",
-                    _f(t["fast_alone_matmul_fraction"]),
-                    "" if on_cuda else TARGETS["matmul_fraction"],
-                )
-            )
-            rows.append(
-                ("… same, fast row in the rounds interleaved with the other rows", _f(frac.get("fast")), "")
-            )
-        else:
-            rows.append(
-                (
-                    f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast, fp32{gpu})",
-                    _f(frac.get("fast")),
-                    "" if on_cuda else TARGETS["matmul_fraction"],
-                )
-            )
-        rows.append(("… same, naive (pixelNeRF's way)", _f(frac.get("naive")), ""))
-        rows += fraction_headlines(t)
-        ratio = t["step_ratio_vs_naive"]
-        rows.append(
-            (
-                f"training step time ÷ naive ({cfg}, fast)",
-                _f(ratio.get("fast")),
-                "" if on_cuda else TARGETS["step_ratio_vs_naive"],
-            )
-        )
-        if "reuse" in ratio:
-            rows.append((f"… fine reuse alone ({cfg})", _f(ratio["reuse"]), ""))
-        if "bf16_step_vs_fp32" in t:
-            hw = (
-                f"GPU: {r.get('environment', {}).get('cuda')}"
-                if on_cuda
-                else "this CPU has bf16 units"
-                if r.get("environment", {}).get("bf16_hardware")
-                else "no bf16 units"
-            )
-            rows.append((f"bf16 autocast step ÷ fp32 step ({cfg}; {hw})", _f(t["bf16_step_vs_fp32"]), ""))
-        if "compile_step_vs_eager" in t:
-            rows.append(
-                (
-                    f"compiled step ÷ eager step ({cfg}); compile time {_f(t.get('compile_s'), 0)} s",
-                    _f(t["compile_step_vs_eager"]),
-                    "opt-in",
-                )
-            )
+    rows = train_headlines(r, cfg, s["train_step"][cfg]) if cfg else []
     for other, t in s["train_step"].items():  # impossible fractions of every other config, too
         if other != cfg:
             rows += [(f"{a} ({other})", b, c) for a, b, c in fraction_headlines(t) if "error" in a]
-    trained = s.get("trained_toy_render")
-    if trained:
-        for k in ("skip", "skip_box"):
-            if k in trained:
-                v = trained[k]
-                rows.append(
-                    (
-                        f"full-image render ÷ naive (trained toy, {k})",
-                        _f(v["ratio_vs_naive"]),
-                        TARGETS["render_ratio_vs_naive"],
-                    )
-                )
-                rows.append(
-                    (
-                        f"… PSNR change vs exhaustive render, mean / max abs over views ({k})",
-                        f"{v['psnr_delta_vs_exhaustive_mean']:+.4f} / {v['psnr_delta_vs_exhaustive_max_abs']:.4f} dB",
-                        TARGETS["psnr_delta_db"],
-                    )
-                )
-    for name, rend in s.get("render", {}).items():
-        if "skip" in rend:
-            rows.append(
-                (
-                    f"full-image render ÷ naive ({name}, untrained weights, skip)",
-                    _f(rend["skip"]["ratio_vs_naive"]),
-                    "",
-                )
-            )
+    rows += render_headlines(s)
     if "cache_ratio" in s:
         rows.append(
             (
@@ -501,3 +350,99 @@ def headlines(r: dict) -> list[str]:
     out = ["## Headlines", "", "| figure | measured | target |", "|---|---|---|"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return out + [""]
+
+
+def train_headlines(r: dict, cfg: str, t: dict) -> list[tuple[str, str, str]]:
+    """Headline rows of the headline config's training step: fraction, × naive, bf16 and compile ratios."""
+    on_cuda = r.get("train_step", {}).get(cfg, {}).get("device") == "cuda"
+    # The issue's targets are CPU targets; on a GPU the rows are reported, not judged.
+    rows = matmul_headlines(cfg, t, on_cuda)
+    ratio = t["step_ratio_vs_naive"]
+    rows.append(
+        (
+            f"training step time ÷ naive ({cfg}, fast)",
+            _f(ratio.get("fast")),
+            "" if on_cuda else TARGETS["step_ratio_vs_naive"],
+        )
+    )
+    if "reuse" in ratio:
+        rows.append((f"… fine reuse alone ({cfg})", _f(ratio["reuse"]), ""))
+    if "bf16_step_vs_fp32" in t:
+        env = r.get("environment", {})
+        hw = (
+            f"GPU: {env.get('cuda')}"
+            if on_cuda
+            else "this CPU has bf16 units"
+            if env.get("bf16_hardware")
+            else "no bf16 units"
+        )
+        rows.append((f"bf16 autocast step ÷ fp32 step ({cfg}; {hw})", _f(t["bf16_step_vs_fp32"]), ""))
+    if "compile_step_vs_eager" in t:
+        rows.append(
+            (
+                f"compiled step ÷ eager step ({cfg}); compile time {_f(t.get('compile_s'), 0)} s",
+                _f(t["compile_step_vs_eager"]),
+                "opt-in",
+            )
+        )
+    return rows
+
+
+def matmul_headlines(cfg: str, t: dict, on_cuda: bool) -> list[tuple[str, str, str]]:
+    """The matmul fraction headline (fast step alone when measured, else the fast row), naive's, the spread."""
+    frac = t["matmul_fraction"]
+    gpu = ", GPU" if on_cuda else ""
+    target = "" if on_cuda else TARGETS["matmul_fraction"]
+    if "fast_alone_matmul_fraction" in t:
+        rows = [
+            (
+                f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast step alone as training "
+                f"runs it, fp32{gpu})",
+                _f(t["fast_alone_matmul_fraction"]),
+                target,
+            ),
+            ("… same, fast row in the rounds interleaved with the other rows", _f(frac.get("fast")), ""),
+        ]
+    else:
+        rows = [
+            (
+                f"training step FLOP/s ÷ same-process matmul FLOP/s ({cfg}, fast, fp32{gpu})",
+                _f(frac.get("fast")),
+                target,
+            )
+        ]
+    rows.append(("… same, naive (pixelNeRF's way)", _f(frac.get("naive")), ""))
+    return rows + fraction_headlines(t)
+
+
+def render_headlines(s: dict) -> list[tuple[str, str, str]]:
+    """Render ÷ naive and PSNR cost of skipping (trained toy), render ÷ naive of the untrained configs."""
+    rows = []
+    trained = s.get("trained_toy_render") or {}
+    for k in ("skip", "skip_box"):
+        if k in trained:
+            v = trained[k]
+            rows.append(
+                (
+                    f"full-image render ÷ naive (trained toy, {k})",
+                    _f(v["ratio_vs_naive"]),
+                    TARGETS["render_ratio_vs_naive"],
+                )
+            )
+            rows.append(
+                (
+                    f"… PSNR change vs exhaustive render, mean / max abs over views ({k})",
+                    f"{v['psnr_delta_vs_exhaustive_mean']:+.4f} / {v['psnr_delta_vs_exhaustive_max_abs']:.4f} dB",
+                    TARGETS["psnr_delta_db"],
+                )
+            )
+    for name, rend in s.get("render", {}).items():
+        if "skip" in rend:
+            rows.append(
+                (
+                    f"full-image render ÷ naive ({name}, untrained weights, skip)",
+                    _f(rend["skip"]["ratio_vs_naive"]),
+                    "",
+                )
+            )
+    return rows

@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -89,7 +91,17 @@ def find_toy_run(ckpt: str | None, data: str | None) -> tuple[str, str] | None:
     return None
 
 
+QUICK_SIZES = {"rays_per_object": 32, "batch_size": 2, "image_size": 32}
+QUICK_MODEL = {"d_hidden": 64, "n_coarse": 16, "n_fine": 4, "n_fine_depth": 4, "encoder_layers": 2}
+CPU_ONLY = {  # no GPU path in these: on a GPU machine `make bench` reports the GPU rows and the CPU render rows
+    "psnr": "CPU-only section (trained-checkpoint render); run with --device cpu",
+    "cache": "CPU-only section (data loading); run with --device cpu",
+    "scaling": "CPU-only section; run with --device cpu",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs the chosen sections one after another, writes ``bench.json``/``bench.md`` and prints the table."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from featurenerf.cpu_allocator import keep_freed_memory
@@ -103,19 +115,35 @@ def main(argv: list[str] | None = None) -> int:
     import report
 
     device = harness.resolve_device(args.device)
-    out_dir = Path(args.out)
-    sections = args.sections or (("train", "render") if args.quick else SECTIONS)
-    skipped: dict[str, str] = {}
-    if device == "cuda" and not args.sections:
-        # No GPU path in these: on a GPU machine `make bench` reports the GPU rows and the CPU render rows.
-        for name, why in (
-            ("psnr", "CPU-only section (trained-checkpoint render); run with --device cpu"),
-            ("cache", "CPU-only section (data loading); run with --device cpu"),
-            ("scaling", "CPU-only section; run with --device cpu"),
-        ):
-            if name in sections:
-                skipped[name] = why
-        sections = tuple(s for s in sections if s not in skipped)
+    sections, skipped = choose_sections(args, device)
+    result = new_result(args, device, kept)
+    if skipped:
+        result["skipped"] = skipped
+    if "render" in sections and device == "cuda":
+        result["render_device"] = "cpu"  # render_bench has no GPU path
+    started = time.perf_counter()
+    for name, fill in section_plan(args, device, sections):
+        run_section(name, fill, result, Path(args.out))
+    result["summary"] = report.summary(result)
+    result["total_s"] = time.perf_counter() - started
+    write(Path(args.out), result)
+    print(report.markdown(result))
+    return 0
+
+
+def choose_sections(args: argparse.Namespace, device: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The sections to run, and the skipped ones with why (CPU-only sections on a GPU unless named)."""
+    sections = tuple(args.sections or (("train", "render") if args.quick else SECTIONS))
+    if device != "cuda" or args.sections:
+        return sections, {}
+    skipped = {name: why for name, why in CPU_ONLY.items() if name in sections}
+    return tuple(s for s in sections if s not in skipped), skipped
+
+
+def new_result(args: argparse.Namespace, device: str, kept: bool) -> dict:
+    """The result before any section ran: environment, methods, empty tables, a load warning."""
+    import harness
+
     result: dict = {
         "environment": {**harness.environment(), "cpu_keep_freed_memory": kept},
         "device": device,
@@ -135,171 +163,163 @@ def main(argv: list[str] | None = None) -> int:
             f"load average {load[0]:.1f} on {cores} cores with {args.threads} threads: OpenMP threads contend "
             "with other processes and small ops wait for descheduled threads; --threads 1 measures cleanly"
         )
-    started = time.perf_counter()
+    return result
 
-    def section(name: str, fn) -> None:
-        t0 = time.perf_counter()
-        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        try:
-            fn()
-        except Exception as err:  # one broken section must not lose the others' numbers
-            result["errors"][name] = f"{type(err).__name__}: {err}"
-            traceback.print_exc()
-        print(f"[bench] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-        try:  # what is done so far, in case the run is cut short; the final write replaces it
-            write(out_dir, {**result, "partial": f"written after section {name!r}"})
-        except Exception:
-            traceback.print_exc()
 
-    if skipped:
-        result["skipped"] = skipped
+def run_section(name: str, fill: Store, result: dict, out_dir: Path) -> None:
+    """Runs one section; its exception is recorded, not raised. Writes what is done so far afterwards."""
+    t0 = time.perf_counter()
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    try:
+        fill(result)
+    except Exception as err:  # one broken section must not lose the others' numbers
+        result["errors"][name] = f"{type(err).__name__}: {err}"
+        traceback.print_exc()
+    print(f"[bench] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    try:  # what is done so far, in case the run is cut short; the final write replaces it
+        write(out_dir, {**result, "partial": f"written after section {name!r}"})
+    except Exception:
+        traceback.print_exc()
 
-    if "train" in sections and device == "cuda":
-        import train_step
 
-        rows = ["naive", "fast", "fast_bf16"]
-        if args.quick:
-            sizes = {"rays_per_object": 32, "batch_size": 2, "image_size": 32}
-            model = {"d_hidden": 64, "n_coarse": 16, "n_fine": 4, "n_fine_depth": 4, "encoder_layers": 2}
-            plan = [("toy", "toy", rows, args.repeats or 1, True, sizes, model)]
-        else:
-            reps = args.repeats or 10  # a GPU step takes milliseconds
-            rays = harness.load_config("srn_cars")["data"]["rays_per_object"]
-            compile_row = [] if args.no_compile else ["fast_compile"]
-            # Cheap configs first, the compile row last: a run cut short (gpu_check.sh's timeout) keeps the
-            # sections it finished, since the result is written after each one.
-            plan = [
-                ("toy", "toy", rows, reps, True, None, None),
-                # The paper's 4 x 128 rays can leave a big GPU latency-bound; 4x the rays shows throughput.
-                ("srn_cars_x4rays", "srn_cars", rows, reps, False, {"rays_per_object": 4 * rays}, None),
-                ("srn_cars", "srn_cars", rows + compile_row, reps, True, None, None),
-            ]
+class Store:
+    """One section's work: stores ``compute()`` at ``result[keys[0]]...[keys[-1]]``."""
 
-        def train_cuda(key, name, cfg_rows, repeats, profile, sizes, model) -> None:
-            result["train_step"][key] = train_step.bench_config(
-                name, cfg_rows, repeats, profile, sizes, model, device="cuda"
-            )
+    def __init__(self, *keys: str, compute: Callable[[], object]) -> None:
+        self.keys, self.compute = keys, compute
 
-        for entry in plan:
-            section(f"train {entry[0]} (cuda)", lambda entry=entry: train_cuda(*entry))
-    elif "train" in sections:
-        import train_step
+    def __call__(self, result: dict) -> None:
+        target = result
+        for key in self.keys[:-1]:
+            target = target[key]
+        target[self.keys[-1]] = self.compute()
 
-        if args.quick:
-            sizes = {"rays_per_object": 32, "batch_size": 2, "image_size": 32}
-            model = {"d_hidden": 64, "n_coarse": 16, "n_fine": 4, "n_fine_depth": 4, "encoder_layers": 2}
-            section(
-                "train toy",
-                lambda: result["train_step"].__setitem__(
-                    "toy",
-                    train_step.bench_config(
-                        "toy", ["naive", "fast", "fast_bf16"], args.repeats or 1, True, sizes, model
-                    ),
-                ),
-            )
-        else:
-            toy_rows = ["naive", "reuse", "fast", "fast_bf16"] + ([] if args.no_compile else ["fast_compile"])
-            section(
-                "train toy",
-                lambda: result["train_step"].__setitem__(
-                    "toy", train_step.bench_config("toy", toy_rows, args.repeats or 5, profile=True)
-                ),
-            )
-            section(
-                "train srn_cars",
-                lambda: result["train_step"].__setitem__(
-                    "srn_cars",
-                    train_step.bench_config(
-                        "srn_cars",
-                        ["naive", "reuse", "fast", "fast_bf16"]
-                        + ([] if args.no_compile else ["fast_compile"]),
-                        # 4 rounds: memory-bound parts of the step swing with the neighbours' traffic.
-                        args.repeats or 4,
-                        profile=True,
-                    ),
-                ),
-            )
 
+def section_plan(args: argparse.Namespace, device: str, sections: tuple[str, ...]) -> list[tuple[str, Store]]:
+    """(name, work) of every section to run, in order."""
+    plan: list[tuple[str, Store]] = []
+    if "train" in sections:
+        plan += train_cuda_sections(args) if device == "cuda" else train_cpu_sections(args)
     if "render" in sections:
-        import render_bench
-
-        if device == "cuda":
-            result["render_device"] = "cpu"  # render_bench has no GPU path
-
-        if args.quick:
-            section(
-                "render toy",
-                lambda: result["render"].__setitem__("toy", render_bench.bench_untrained("toy", 16, 1)),
-            )
-        else:
-            section(
-                "render toy",
-                lambda: result["render"].__setitem__(
-                    "toy", render_bench.bench_untrained("toy", None, args.repeats or 3)
-                ),
-            )
-            section(
-                "render srn_cars",
-                lambda: result["render"].__setitem__(
-                    "srn_cars", render_bench.bench_untrained("srn_cars", 32, args.repeats or 1)
-                ),
-            )
-
+        plan += render_sections(args)
     if "psnr" in sections:
-        import render_bench
-
-        def psnr() -> None:
-            found = find_toy_run(args.toy_ckpt, args.toy_data)
-            if found is None:
-                result["psnr"] = {
-                    "skipped": "no trained toy checkpoint: run `make demo` or pass --toy-ckpt/--toy-data"
-                }
-                return
-            ckpt, root = found
-            result["psnr"] = render_bench.bench_trained(ckpt, root, "test", objects=4, views=2, repeats=1)
-
-        section("psnr", psnr)
-
+        plan.append(
+            ("psnr", Store("psnr", compute=partial(trained_toy_render, args.toy_ckpt, args.toy_data)))
+        )
     if "cache" in sections:
-        import cache_bench
-
-        def cache() -> None:
-            from featurenerf.data.synth import generate_dataset
-
-            with tempfile.TemporaryDirectory() as tmp:
-                root = generate_dataset(
-                    "toycar", Path(tmp) / "data", objects=8, views=10, size=64, seed=0, progress=False
-                )
-                cfg = harness.load_config("toy")
-                d = cfg["data"]
-                result["cache"] = cache_bench.bench_cache(
-                    str(root),
-                    cfg["teacher"],
-                    d["image_size"],
-                    items=16,
-                    repeats=args.repeats or 2,
-                    rays_per_object=d["rays_per_object"],
-                    batch_size=d["batch_size"],
-                )
-
-        section("cache", cache)
-
+        plan.append(("cache", Store("cache", compute=partial(teacher_cache, args.repeats or 2))))
     if "scaling" in sections:
         import train_step
 
-        section(
-            "scaling",
-            lambda: result.__setitem__(
-                "scaling",
-                train_step.bench_scaling("toy", [256, 512, 1024, 2048, 4096], [1, 2, 4], args.repeats or 2),
-            ),
+        scaling = partial(
+            train_step.bench_scaling, "toy", [256, 512, 1024, 2048, 4096], [1, 2, 4], args.repeats or 2
         )
+        plan.append(("scaling", Store("scaling", compute=scaling)))
+    return plan
 
-    result["summary"] = report.summary(result)
-    result["total_s"] = time.perf_counter() - started
-    write(out_dir, result)
-    print(report.markdown(result))
-    return 0
+
+def train_cuda_sections(args: argparse.Namespace) -> list[tuple[str, Store]]:
+    """Training-step rows on the GPU: toy, srn_cars with 4x the rays, srn_cars (compile row last)."""
+    import harness
+    import train_step
+
+    rows = ["naive", "fast", "fast_bf16"]
+    if args.quick:
+        plan = [("toy", "toy", rows, args.repeats or 1, True, QUICK_SIZES, QUICK_MODEL)]
+    else:
+        reps = args.repeats or 10  # a GPU step takes milliseconds
+        rays = harness.load_config("srn_cars")["data"]["rays_per_object"]
+        compile_row = [] if args.no_compile else ["fast_compile"]
+        # Cheap configs first, the compile row last: a run cut short (gpu_check.sh's timeout) keeps the
+        # sections it finished, since the result is written after each one.
+        plan = [
+            ("toy", "toy", rows, reps, True, None, None),
+            # The paper's 4 x 128 rays can leave a big GPU latency-bound; 4x the rays shows throughput.
+            ("srn_cars_x4rays", "srn_cars", rows, reps, False, {"rays_per_object": 4 * rays}, None),
+            ("srn_cars", "srn_cars", rows + compile_row, reps, True, None, None),
+        ]
+    return [
+        (
+            f"train {key} (cuda)",
+            Store("train_step", key, compute=partial(train_step.bench_config, *bench, device="cuda")),
+        )
+        for key, *bench in plan
+    ]
+
+
+def train_cpu_sections(args: argparse.Namespace) -> list[tuple[str, Store]]:
+    """Training-step rows on the CPU: toy (shrunk with ``--quick``), else toy and srn_cars."""
+    import train_step
+
+    if args.quick:
+        toy = partial(
+            train_step.bench_config,
+            "toy",
+            ["naive", "fast", "fast_bf16"],
+            args.repeats or 1,
+            True,
+            QUICK_SIZES,
+            QUICK_MODEL,
+        )
+        return [("train toy", Store("train_step", "toy", compute=toy))]
+    rows = ["naive", "reuse", "fast", "fast_bf16"] + ([] if args.no_compile else ["fast_compile"])
+    toy = partial(train_step.bench_config, "toy", rows, args.repeats or 5, profile=True)
+    # 4 rounds: memory-bound parts of the step swing with the neighbours' traffic.
+    cars = partial(train_step.bench_config, "srn_cars", rows, args.repeats or 4, profile=True)
+    return [
+        ("train toy", Store("train_step", "toy", compute=toy)),
+        ("train srn_cars", Store("train_step", "srn_cars", compute=cars)),
+    ]
+
+
+def render_sections(args: argparse.Namespace) -> list[tuple[str, Store]]:
+    """Full-image render time with untrained weights (on the CPU whatever ``--device`` says)."""
+    import render_bench
+
+    if args.quick:
+        toy = partial(render_bench.bench_untrained, "toy", 16, 1)
+        return [("render toy", Store("render", "toy", compute=toy))]
+    toy = partial(render_bench.bench_untrained, "toy", None, args.repeats or 3)
+    cars = partial(render_bench.bench_untrained, "srn_cars", 32, args.repeats or 1)
+    return [
+        ("render toy", Store("render", "toy", compute=toy)),
+        ("render srn_cars", Store("render", "srn_cars", compute=cars)),
+    ]
+
+
+def trained_toy_render(ckpt: str | None, data: str | None) -> dict:
+    """Render time and PSNR cost of skipping on a trained toy checkpoint (skipped without one)."""
+    import render_bench
+
+    found = find_toy_run(ckpt, data)
+    if found is None:
+        return {"skipped": "no trained toy checkpoint: run `make demo` or pass --toy-ckpt/--toy-data"}
+    ckpt, root = found
+    return render_bench.bench_trained(ckpt, root, "test", objects=4, views=2, repeats=1)
+
+
+def teacher_cache(repeats: int) -> dict:
+    """Teacher cache vs on-the-fly epoch time on a small generated toy dataset."""
+    import cache_bench
+    import harness
+
+    from featurenerf.data.synth import generate_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_dataset(
+            "toycar", Path(tmp) / "data", objects=8, views=10, size=64, seed=0, progress=False
+        )
+        cfg = harness.load_config("toy")
+        d = cfg["data"]
+        return cache_bench.bench_cache(
+            str(root),
+            cfg["teacher"],
+            d["image_size"],
+            items=16,
+            repeats=repeats,
+            rays_per_object=d["rays_per_object"],
+            batch_size=d["batch_size"],
+        )
 
 
 def write(out_dir: Path, result: dict) -> None:

@@ -40,6 +40,7 @@ from harness import (
     timed,
     to_device,
 )
+from step_profile import profile_step
 
 ROWS = {
     "naive": {"fast_field": False, "reuse_coarse": False},
@@ -108,6 +109,28 @@ class Stepper:
         return self.b * self.r * per_ray
 
 
+class CompileGuard:
+    """Runs a row's step: a compile row's exception is recorded in ``failed`` (the row is then dropped),
+    any other row's propagates."""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, str] = {}
+
+    def __call__(self, k: str, fn):
+        if not ROWS[k].get("compile"):
+            return fn()
+        try:
+            return fn()
+        except Exception as err:  # e.g. no working inductor/triton toolchain on this machine
+            self.failed[k] = f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+            return None
+
+    def alive(self, rows: list[str]) -> list[str]:
+        """``rows`` without the failed ones."""
+        return [k for k in rows if k not in self.failed]
+
+
 def bench_config(
     name: str,
     rows: list[str],
@@ -121,137 +144,26 @@ def bench_config(
     The overrides change the data and model sections (``--quick`` shrinks them; on a GPU a bigger batch)."""
     cfg = load_config(name)
     data = {**cfg["data"], **(size_override or {})}
-    b, r, size, views = data["batch_size"], data["rays_per_object"], data["image_size"], data["num_src_views"]
-    stepper = Stepper({**cfg["model"], **(model_override or {})}, b, views, size, r, device=device)
+    b, r = data["batch_size"], data["rays_per_object"]
+    model = {**cfg["model"], **(model_override or {})}
+    stepper = Stepper(model, b, data["num_src_views"], data["image_size"], r, device=device)
+    baselines = matmul_baselines(stepper, rows)
+    out = config_record(name, stepper, data, {**(size_override or {}), **(model_override or {})} or None)
+    guard = CompileGuard()
+    out["rows"].update(warm_up_rows(stepper, rows, guard))
+    rows = guard.alive(rows)
     on_cuda = stepper.device.type == "cuda"
-    net = stepper.module.net
-    n_points = b * r * net.n_coarse
-    # One baseline per dtype the rows compute in: a row's fraction is against GEMMs of its own dtype.
-    baselines = {torch.float32: MatmulBaseline(n_points, net.d_hidden, device=stepper.device)}
-    for k in rows:
-        dt = ROWS[k].get("autocast")
-        if dt is not None and dt not in baselines:
-            baselines[dt] = MatmulBaseline(n_points, net.d_hidden, dt, device=stepper.device)
-
-    out: dict = {
-        "config": name,
-        "overrides": {**(size_override or {}), **(model_override or {})} or None,
-        "device": stepper.device.type,
-        "sizes": {
-            "objects": b,
-            "rays_per_object": r,
-            "image_size": size,
-            "source_views": views,
-            "samples": [net.n_coarse, net.n_fine, net.n_fine_depth],
-            "d_hidden": net.d_hidden,
-            "feature_dim": net.feature_dim,
-        },
-        "rows": {},
-    }
-    if on_cuda:
-        out["device_name"] = torch.cuda.get_device_name(stepper.device)
-    failed: dict[str, str] = {}
-
-    def guarded(k: str, fn):
-        """Runs ``fn``; a compile row's exception is recorded (the row is dropped), others propagate."""
-        if not ROWS[k].get("compile"):
-            return fn()
-        try:
-            return fn()
-        except Exception as err:  # e.g. no working inductor/triton toolchain on this machine
-            failed[k] = f"{type(err).__name__}: {err}"
-            traceback.print_exc()
-            return None
-
-    for k in rows:  # warm-up step per row, under the FLOP counter, with the memory high-water mark
-        row = ROWS[k]
-        reset_cuda_peak()
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            if row.get("compile"):
-                # Compiles. (Dynamo does not compile under FlopCounterMode's dispatch mode, and the counter
-                # cannot see inside compiled graphs: the FLOPs are the eager ``fast`` row's, same math.)
-                guarded(k, lambda row=row: stepper.step(row))
-                flops, per_op = None, {}
-            else:
-                flops, per_op = count_flops(lambda row=row: stepper.step(row))
-            first = time.perf_counter() - t0
-        if k in failed:
-            out["rows"][k] = {"error": failed[k], "first_step_s": first}
-            continue
-        out["rows"][k] = {
-            "flops": flops,
-            "flops_per_op": per_op,
-            "first_step_s": first,
-            "peak_rss_bytes": mem.peak,
-            "rss_increase_bytes": mem.peak - mem.start,
-            "cuda_peak_bytes": cuda_peak_bytes() if on_cuda else None,
-            "samples_per_step": stepper.samples_per_step(row),
-        }
-    rows = [k for k in rows if k not in failed]
-    for k in rows:
-        if out["rows"][k]["flops"] is None:
-            out["rows"][k]["flops"] = out["rows"]["fast"]["flops"]
-            out["rows"][k]["flops_from"] = "fast"
     if on_cuda:  # one more untimed step per row: cuBLAS heuristics, caching allocator at its working set
         for k in rows:
-            guarded(k, lambda k=k: stepper.step(ROWS[k]))
-        rows = [k for k in rows if k not in failed]
-    times: dict[str, list[float]] = {k: [] for k in rows}
-    timed_peak: dict[str, int | None] = dict.fromkeys(rows)
-    for _ in range(repeats):
-        for base in baselines.values():
-            base.measure()
-        for k in rows:
-            if k in failed:
-                continue
-            reset_cuda_peak()
-            t = guarded(k, lambda k=k: timed(lambda: stepper.step(ROWS[k])))
-            if t is None:
-                continue
-            times[k].append(t)
-            if on_cuda:
-                timed_peak[k] = max(timed_peak[k] or 0, cuda_peak_bytes())
-    for base in baselines.values():
-        base.measure()
-    for k, err in failed.items():
+            guard(k, lambda k=k: stepper.step(ROWS[k]))
+        rows = guard.alive(rows)
+    times, timed_peak = timed_rounds(stepper, rows, baselines, repeats, guard)
+    for k, err in guard.failed.items():
         if "flops" in out["rows"][k]:  # failed while timed: drop the partial numbers
             out["rows"][k] = {"error": err, "first_step_s": out["rows"][k]["first_step_s"]}
-    rows = [k for k in rows if k not in failed]
-
-    ref = rows[0]
-    for k in rows:
-        t = median(times[k])
-        rec = out["rows"][k]
-        rec.update(
-            {
-                "step_s": t,
-                "step_s_all": times[k],
-                "steps_per_s": 1 / t,
-                "rays_per_s": b * r / t,
-                "samples_per_s": rec["samples_per_step"] / t,
-                "gflops_per_s": rec["flops"] / t / 1e9,
-                "matmul_fraction": rec["flops"]
-                / t
-                / 1e9
-                / baselines[ROWS[k].get("autocast", torch.float32)].gflops,
-                "matmul_dtype": str(ROWS[k].get("autocast", torch.float32)).removeprefix("torch."),
-                f"step_ratio_vs_{ref}": median([a / n for a, n in zip(times[k], times[ref])]),
-            }
-        )
-        if on_cuda:
-            rec["cuda_peak_bytes_timed"] = timed_peak[k]
-        if ROWS[k].get("compile"):
-            # The first step compiles; the counted FLOPs are eager ones, so its fraction is comparable.
-            rec["compile_s"] = rec["first_step_s"] - t
-    out["matmul_baseline"] = {
-        str(dt).removeprefix("torch."): {
-            "gflops_per_s": base.gflops,
-            "all": list(base.samples),
-            "shape": f"({base.n}, {base.d}) x ({base.d}, {base.d}): forward, input-grad and weight-grad GEMMs",
-        }
-        for dt, base in baselines.items()
-    }
+    rows = guard.alive(rows)
+    add_rates(out["rows"], rows, times, timed_peak, baselines, b * r, on_cuda)
+    out["matmul_baseline"] = baseline_record(baselines)
     if "fast" in rows:
         out["fast_alone"] = fast_alone(
             stepper, out["rows"]["fast"]["flops"], baselines[torch.float32], repeats
@@ -263,6 +175,152 @@ def bench_config(
             out["profile"] = {"error": f"{type(err).__name__}: {err}"}
             traceback.print_exc()
     return out
+
+
+def matmul_baselines(stepper: Stepper, rows: list[str]) -> dict[torch.dtype, MatmulBaseline]:
+    """One GEMM baseline per dtype the rows compute in: a row's fraction is against GEMMs of its own dtype.
+    The GEMMs are (coarse points, d_hidden) x (d_hidden, d_hidden), the MLP's shape."""
+    net = stepper.module.net
+    n_points = stepper.b * stepper.r * net.n_coarse
+    baselines = {torch.float32: MatmulBaseline(n_points, net.d_hidden, device=stepper.device)}
+    for k in rows:
+        dt = ROWS[k].get("autocast")
+        if dt is not None and dt not in baselines:
+            baselines[dt] = MatmulBaseline(n_points, net.d_hidden, dt, device=stepper.device)
+    return baselines
+
+
+def config_record(name: str, stepper: Stepper, data: dict, overrides: dict | None) -> dict:
+    """A config's result before any row ran: its sizes, device and an empty ``rows`` table."""
+    net = stepper.module.net
+    out: dict = {
+        "config": name,
+        "overrides": overrides,
+        "device": stepper.device.type,
+        "sizes": {
+            "objects": data["batch_size"],
+            "rays_per_object": data["rays_per_object"],
+            "image_size": data["image_size"],
+            "source_views": data["num_src_views"],
+            "samples": [net.n_coarse, net.n_fine, net.n_fine_depth],
+            "d_hidden": net.d_hidden,
+            "feature_dim": net.feature_dim,
+        },
+        "rows": {},
+    }
+    if stepper.device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(stepper.device)
+    return out
+
+
+def warm_up_rows(stepper: Stepper, rows: list[str], guard: CompileGuard) -> dict[str, dict]:
+    """One warm-up step per row, under the FLOP counter, with its memory high-water marks.
+
+    A compile row's FLOPs are the eager ``fast`` row's (same math): Dynamo does not compile under
+    FlopCounterMode's dispatch mode, and the counter cannot see inside compiled graphs."""
+    on_cuda = stepper.device.type == "cuda"
+    records: dict[str, dict] = {}
+    for k in rows:
+        row = ROWS[k]
+        reset_cuda_peak()
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            if row.get("compile"):  # compiles
+                guard(k, lambda row=row: stepper.step(row))
+                flops, per_op = None, {}
+            else:
+                flops, per_op = count_flops(lambda row=row: stepper.step(row))
+            first = time.perf_counter() - t0
+        if k in guard.failed:
+            records[k] = {"error": guard.failed[k], "first_step_s": first}
+            continue
+        records[k] = {
+            "flops": flops,
+            "flops_per_op": per_op,
+            "first_step_s": first,
+            "peak_rss_bytes": mem.peak,
+            "rss_increase_bytes": mem.peak - mem.start,
+            "cuda_peak_bytes": cuda_peak_bytes() if on_cuda else None,
+            "samples_per_step": stepper.samples_per_step(row),
+        }
+    for k in guard.alive(rows):
+        if records[k]["flops"] is None:
+            records[k]["flops"] = records["fast"]["flops"]
+            records[k]["flops_from"] = "fast"
+    return records
+
+
+def timed_rounds(
+    stepper: Stepper, rows: list[str], baselines: dict, repeats: int, guard: CompileGuard
+) -> tuple[dict[str, list[float]], dict[str, int | None]]:
+    """``repeats`` rounds of one timed step per row, each round after one measurement of every baseline
+    (and one more at the end). Returns the step times per row and, on a GPU, the CUDA peak of its steps."""
+    on_cuda = stepper.device.type == "cuda"
+    times: dict[str, list[float]] = {k: [] for k in rows}
+    timed_peak: dict[str, int | None] = dict.fromkeys(rows)
+    for _ in range(repeats):
+        for base in baselines.values():
+            base.measure()
+        for k in guard.alive(rows):
+            reset_cuda_peak()
+            t = guard(k, lambda k=k: timed(lambda: stepper.step(ROWS[k])))
+            if t is None:
+                continue
+            times[k].append(t)
+            if on_cuda:
+                timed_peak[k] = max(timed_peak[k] or 0, cuda_peak_bytes())
+    for base in baselines.values():
+        base.measure()
+    return times, timed_peak
+
+
+def add_rates(
+    records: dict[str, dict],
+    rows: list[str],
+    times: dict[str, list[float]],
+    timed_peak: dict[str, int | None],
+    baselines: dict,
+    rays_per_step: int,
+    on_cuda: bool,
+) -> None:
+    """Adds each row's median step time and what follows from it (rates, matmul fraction, ratio to the
+    first row) to its record; on a GPU also the CUDA peak of its timed steps."""
+    ref = rows[0]
+    for k in rows:
+        t = median(times[k])
+        rec = records[k]
+        dtype = ROWS[k].get("autocast", torch.float32)
+        gflops = rec["flops"] / t / 1e9
+        rec.update(
+            {
+                "step_s": t,
+                "step_s_all": times[k],
+                "steps_per_s": 1 / t,
+                "rays_per_s": rays_per_step / t,
+                "samples_per_s": rec["samples_per_step"] / t,
+                "gflops_per_s": gflops,
+                "matmul_fraction": gflops / baselines[dtype].gflops,
+                "matmul_dtype": str(dtype).removeprefix("torch."),
+                f"step_ratio_vs_{ref}": median([a / n for a, n in zip(times[k], times[ref])]),
+            }
+        )
+        if on_cuda:
+            rec["cuda_peak_bytes_timed"] = timed_peak[k]
+        if ROWS[k].get("compile"):
+            # The first step compiles; the counted FLOPs are eager ones, so its fraction is comparable.
+            rec["compile_s"] = rec["first_step_s"] - t
+
+
+def baseline_record(baselines: dict) -> dict:
+    """The GEMM baselines by dtype name: median GFLOP/s, every timing and the shape."""
+    return {
+        str(dt).removeprefix("torch."): {
+            "gflops_per_s": base.gflops,
+            "all": list(base.samples),
+            "shape": f"({base.n}, {base.d}) x ({base.d}, {base.d}): forward, input-grad and weight-grad GEMMs",
+        }
+        for dt, base in baselines.items()
+    }
 
 
 def fast_alone(stepper: Stepper, flops: int, base: MatmulBaseline, repeats: int) -> dict:
@@ -299,120 +357,6 @@ def fast_alone(stepper: Stepper, flops: int, base: MatmulBaseline, repeats: int)
     error = fraction_error(out["matmul_fraction"], spread)
     if error:
         out["matmul_fraction_error"] = error
-    return out
-
-
-# ---------------------------------------------------------------------- profile
-CATEGORIES = (
-    "matmul (MLP GEMMs)",
-    "encoder (conv, bn, pool, upsample)",
-    "feature lookup (gather / grid_sample + backward)",
-    "sampling & compositing",
-    "copies",
-    "optimizer (Adam)",
-    "elementwise (relu, adds, bias sums, posenc)",
-)
-_GEMM = {"aten::mm", "aten::addmm", "aten::addmm_"}
-_ENCODER_OPS = (
-    "convolution",
-    "batch_norm",
-    "max_pool",
-    "upsample",
-    "Convolution",
-    "BatchNorm",
-    "MaxPool",
-    "Upsample",
-)
-_LOOKUP = ("BilinearGather", "embedding_bag", "EmbeddingBag", "grid_sample", "GridSample", "sparse", "Sparse")
-_COMPOSITE = (
-    "sort", "searchsorted", "cumsum", "cumprod", "gather", "scatter", "bmm", "index_add", "index_put",
-    "nonzero", "exp", "Sort", "Gather", "Scatter", "Bmm", "Cumprod", "Cumsum", "Exp", "IndexPut", "IndexAdd",
-)  # fmt: skip
-_COPIES = ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten::_to_copy", "aten::index")
-
-
-def _category(evt) -> str:
-    chain, node = [], evt
-    while node is not None:
-        chain.append(node.name)
-        node = node.cpu_parent
-    names = " ".join(chain)
-    if "Optimizer." in names:
-        return CATEGORIES[5]
-    if any(s in names for s in _LOOKUP):
-        return CATEGORIES[2]
-    shapes = getattr(evt, "input_shapes", None) or []
-    first = shapes[0] if shapes and isinstance(shapes[0], (list, tuple)) else []
-    # Encoder maps are (N, C >= 64, H, W); the reference MLP's 4-D tensors are (B, V <= 4, P, d).
-    if any(s in names for s in _ENCODER_OPS) or (len(first) == 4 and first[1] > 4 and evt.name not in _GEMM):
-        return CATEGORIES[1]
-    if evt.name in _GEMM:
-        return CATEGORIES[0]
-    if any(s in evt.name for s in _COMPOSITE) or any(s in names for s in ("Sort", "Cumprod", "Bmm")):
-        return CATEGORIES[3]
-    if evt.name in _COPIES:
-        return CATEGORIES[4]
-    return CATEGORIES[6]
-
-
-def profile_step(stepper: Stepper, row: dict) -> dict:
-    """Self CPU time of one step by category (torch.profiler; op names and parents decide the category).
-
-    On a GPU, ``fraction`` and ``seconds`` are GPU kernel time instead, each kernel attributed to the op
-    that launched it (its self device time); the host side's self CPU time is ``host_fraction``."""
-    from torch.profiler import ProfilerActivity, profile
-
-    on_cuda = stepper.device.type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    with profile(activities=activities, record_shapes=True) as prof:
-        wall = timed(lambda: stepper.step(row))
-    by_cat = dict.fromkeys(CATEGORIES, 0.0)
-    dev_cat = dict.fromkeys(CATEGORIES, 0.0)
-    by_op: dict[str, float] = {}
-    dev_op: dict[str, float] = {}
-    for evt in prof.events():
-        if on_cuda and evt.device_type != torch.autograd.DeviceType.CPU:
-            continue  # a kernel's own record: its time is counted on the op that launched it
-        cat = _category(evt)
-        self_s = evt.self_cpu_time_total / 1e6
-        by_cat[cat] += self_s
-        by_op[evt.name] = by_op.get(evt.name, 0.0) + self_s
-        if on_cuda:
-            dev_s = getattr(evt, "self_device_time_total", None)
-            if dev_s is None:  # torch < 2.4
-                dev_s = evt.self_cuda_time_total
-            dev_cat[cat] += dev_s / 1e6
-            dev_op[evt.name] = dev_op.get(evt.name, 0.0) + dev_s / 1e6
-    total = sum(by_cat.values())
-    top = sorted(by_op.items(), key=lambda kv: -kv[1])[:12]
-    out = {
-        "row": "fast",
-        "wall_s_under_profiler": wall,
-        "cpu_s_total": total,
-        "fraction": {k: v / total for k, v in by_cat.items()},
-        "seconds": by_cat,
-        "top_ops": dict(top),
-        "note": "self CPU time per op summed over both threads' work as torch.profiler attributes it; "
-        "categories from op names, autograd node names and input shapes",
-    }
-    dev_total = sum(dev_cat.values())
-    if on_cuda:
-        out["host_fraction"] = out["fraction"]
-        out["host_seconds"] = by_cat
-        out["host_top_ops"] = out["top_ops"]
-        out["device_s_total"] = dev_total
-    if on_cuda and dev_total > 0:
-        out["fraction"] = {k: v / dev_total for k, v in dev_cat.items()}
-        out["seconds"] = dev_cat
-        out["top_ops"] = dict(sorted(dev_op.items(), key=lambda kv: -kv[1])[:12])
-        out["measure"] = "gpu"
-        out["note"] = (
-            "GPU kernel time per op (self device time: kernels attributed to the op that launched them); "
-            "categories from op names, autograd node names and input shapes; host_* is the CPU side"
-        )
-    elif on_cuda:
-        out["measure"] = "host"
-        out["note"] += "; the profiler recorded no GPU kernel time, so these are host (CPU) times"
     return out
 
 

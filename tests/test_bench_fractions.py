@@ -68,3 +68,17 @@ def test_baseline_keeps_every_timing_and_the_median_of_bests(bench):
     assert base.gflops == pytest.approx(sum(base.bests) / 2)
     sp = base.spread()
     assert sp["n"] == 6 and sp["min"] <= sp["median"] <= sp["max"] == max(base.bests)
+
+
+def test_row_table_flags_a_fraction_above_one_where_it_stands(bench):
+    _, report = bench
+    row = {"step_s": 1.0, "steps_per_s": 1.0, "step_ratio_vs_naive": 1.0, "rays_per_s": 10.0, "samples_per_s": 100.0, "flops": 2e9,
+           "gflops_per_s": 2.0, "peak_rss_bytes": 2**20}  # fmt: skip
+    rows = {"naive": dict(row, matmul_fraction=0.5), "fast": dict(row, matmul_fraction=1.11)}
+    for on_cuda in (False, True):
+        table = report.train_table(rows, on_cuda)
+        naive, fast = (next(line for line in table if line.startswith(f"| {k} |")) for k in ("naive", "fast"))
+        assert "| 1.11 ⚠ > 1 |" in fast and "⚠" not in naive
+    alone = _result(fraction=0.8, alone=1.2)["train_step"]["toy"]
+    alone["fast_alone"].update(gflops_per_s=240.0, matmul_baseline_gflops_per_s=200.0, step_s_all=[1.0])
+    assert "**1.20 ⚠ > 1**" in "\n".join(report.fast_alone_lines(alone))

@@ -44,6 +44,7 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     fractions["fast_alone"] = toy["fast_alone"]["matmul_fraction"]
     assert set(errors) == {k for k, f in fractions.items() if f > 1}
     assert ("**measurement error**" in (out / "bench.md").read_text()) == bool(errors)
+    assert ("⚠ > 1" in (out / "bench.md").read_text()) == any(f > 1 for f in fractions.values())
     assert toy["rows"]["fast_bf16"]["matmul_dtype"] == "bfloat16"  # bf16 rows are compared with bf16 GEMMs
     assert abs(sum(toy["profile"]["fraction"].values()) - 1.0) < 1e-6
     render = result["render"]["toy"]["rows"]

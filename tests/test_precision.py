@@ -14,6 +14,7 @@ import pytest
 import torch
 from batches import camera_batch
 
+from featurenerf.compiled import unwrap_compiled
 from featurenerf.module import FeatureNeRF
 
 TINY = dict(encoder_layers=2, d_hidden=32, n_coarse=8, n_fine=4, n_fine_depth=4)
@@ -81,7 +82,7 @@ def test_compile_matches_eager():
     eager = _model()
     compiled = _model(compile=True)
     compiled.net.encoder.load_state_dict(eager.net.encoder.state_dict())
-    compiled.net.mlp._orig_mod.load_state_dict(eager.net.mlp.state_dict())
+    unwrap_compiled(compiled.net.mlp).load_state_dict(eager.net.mlp.state_dict())
     batch, rays = camera_batch(rays=24)
     a = eager.compute_losses(batch, rays)
     b = compiled.compute_losses(batch, rays)
@@ -89,6 +90,6 @@ def test_compile_matches_eager():
     a["loss"].backward()
     b["loss"].backward()
     ga = eager.net.mlp.lin_out.weight.grad
-    gb = compiled.net.mlp._orig_mod.lin_out.weight.grad
+    gb = unwrap_compiled(compiled.net.mlp).lin_out.weight.grad
     torch.testing.assert_close(gb, ga, rtol=1e-3, atol=1e-5)
     assert compiled.net._compiled_trunk is not None  # the fast path was compiled, not just the MLP module

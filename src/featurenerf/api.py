@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from featurenerf.checkpointing import CheckpointError, load_checkpoint_file
+from featurenerf.compiled import uncompiled_key
 from featurenerf.data.srn import load_image_and_mask, read_intrinsics, read_pose
 from featurenerf.nerf.encoder import RANDOM
 from featurenerf.nerf.model import FeatureNeRFNet
@@ -51,9 +52,9 @@ def load(
     path = Path(ckpt)
     raw = _read_checkpoint(path, trust, trust_hint)
     hparams = raw["hyper_parameters"]
-    # torch.compile wraps the MLP as ``_orig_mod``; the plain net has no such level.
+    # A run with model.compile saved the MLP under torch.compile's wrapper; the plain net has no such level.
     state = {
-        k.removeprefix("net.").replace("._orig_mod.", "."): v
+        uncompiled_key(k.removeprefix("net.")): v
         for k, v in raw["state_dict"].items()
         if k.startswith("net.")
     }

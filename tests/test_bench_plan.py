@@ -1,0 +1,85 @@
+"""benchmarks/run.py's plan (which sections, which rows) and train_step's compile guard, without timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # benchmarks/ is a folder of scripts, not a package
+    import run
+    import train_step
+
+    return run, train_step
+
+
+def _plan(run, argv: list[str], device: str) -> tuple[dict, dict[str, tuple]]:
+    """(skipped sections, {section name: (function name, args) of the work it runs})."""
+    args = run.parse_args(argv)
+    sections, skipped = run.choose_sections(args, device)
+    work = {}
+    for name, fill in run.section_plan(args, device, sections):
+        work[name] = (fill.compute.func.__name__, fill.compute.args, fill.compute.keywords)
+    return skipped, work
+
+
+def test_cpu_plans_quick_and_full(bench):
+    run, _ = bench
+    skipped, quick = _plan(run, ["--quick"], "cpu")
+    assert not skipped and list(quick) == ["train toy", "render toy"]
+    assert quick["train toy"][1][:3] == ("toy", ["naive", "fast", "fast_bf16"], 1)
+    _, full = _plan(run, ["--no-compile", "--repeats", "3"], "cpu")
+    assert list(full) == [
+        "train toy",
+        "train srn_cars",
+        "render toy",
+        "render srn_cars",
+        "psnr",
+        "cache",
+        "scaling",
+    ]
+    assert full["train srn_cars"][1] == ("srn_cars", ["naive", "reuse", "fast", "fast_bf16"], 3)
+    assert "fast_compile" in _plan(run, [], "cpu")[1]["train toy"][1][1]
+
+
+def test_gpu_plan_skips_cpu_only_sections_unless_named(bench):
+    run, _ = bench
+    skipped, work = _plan(run, [], "cuda")
+    assert set(skipped) == {"psnr", "cache", "scaling"}
+    assert list(work)[:3] == ["train toy (cuda)", "train srn_cars_x4rays (cuda)", "train srn_cars (cuda)"]
+    assert all(kw == {"device": "cuda"} for fn, _, kw in list(work.values())[:3])
+    assert work["train srn_cars (cuda)"][1][1][-1] == "fast_compile"  # the compile row last
+    skipped, work = _plan(run, ["--sections", "cache"], "cuda")
+    assert not skipped and list(work) == ["cache"]
+
+
+def test_compile_guard_records_a_compile_row_and_raises_for_others(bench):
+    _, train_step = bench
+    guard = train_step.CompileGuard()
+
+    def boom():
+        raise RuntimeError("no triton")
+
+    assert guard("fast_compile", boom) is None
+    assert guard.failed == {"fast_compile": "RuntimeError: no triton"}
+    assert guard.alive(["fast", "fast_compile"]) == ["fast"]
+    with pytest.raises(RuntimeError):
+        guard("fast", boom)
+
+
+def test_a_section_stores_its_figures_and_a_broken_one_only_its_error(bench, tmp_path, monkeypatch):
+    run, _ = bench
+    monkeypatch.setattr(run, "write", lambda out_dir, result: None)  # the partial write is not under test
+    result: dict = {"render": {}, "errors": {}}
+    run.run_section("render toy", run.Store("render", "toy", compute=lambda: {"rows": 1}), result, tmp_path)
+
+    def broken():
+        raise ValueError("bad size")
+
+    run.run_section("cache", run.Store("cache", compute=broken), result, tmp_path)
+    assert result == {"render": {"toy": {"rows": 1}}, "errors": {"cache": "ValueError: bad size"}}
