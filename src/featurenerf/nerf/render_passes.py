@@ -1,0 +1,118 @@
+"""What the fast and the reference renderer share: the output names, the fine samples, early stopping,
+and :func:`assemble`, the one place a pass's named outputs are built from weights and per-ray sums."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from featurenerf.rendering.compositing import composite, compositing_weights
+from featurenerf.rendering.sampling import depth_guided_samples, importance_samples
+
+if TYPE_CHECKING:
+    from featurenerf.nerf.model import FeatureNeRFNet
+
+#: Names :func:`render_rays` can return per pass.
+RENDERABLE = ("rgb", "depth", "opacity", "features", "coords", "hidden")
+
+
+@dataclass
+class Samples:
+    """Field values at the evaluated samples of an (R, N) grid of ray samples.
+
+    ``values`` hold one row per evaluated sample (S, ...); ``index`` (S,) gives each row's flat position
+    in the (R, N) grid, or is ``None`` when every sample was evaluated, in order. ``sigma`` is dense
+    (R, N) with zero density where nothing was evaluated.
+    """
+
+    values: dict[str, Tensor]
+    index: Tensor | None
+    sigma: Tensor
+
+
+def check_outputs(outputs: Iterable[str]) -> tuple[str, ...]:
+    """``outputs`` as a tuple, refusing names not in :data:`RENDERABLE` (ValueError)."""
+    outputs = tuple(outputs)
+    for name in outputs:
+        if name not in RENDERABLE:
+            raise ValueError(f"unknown output {name!r}; expected some of {', '.join(RENDERABLE)}")
+    return outputs
+
+
+def assemble(
+    outputs: tuple[str, ...], w: Tensor, z: Tensor, sums: dict[str, Tensor], background: float
+) -> dict[str, Tensor]:
+    """The named outputs of one pass, from its weights w (R, N) at depths z (R, N) and the per-ray sums
+    ``Σ_i w_i v_i`` of the sample values (``sums``: ``rgb`` (R, 3), and ``features``, ``coords`` (the
+    canonical-coordinate residual against the true sample position), ``hidden`` where requested).
+
+    ``features`` are not normalised by opacity (``v̂ = Σ w v``, the paper's); ``rgb`` gets the background
+    behind the remaining transmittance. Returns name → (R, C) or (R,).
+    """
+    opacity = w.sum(-1)
+    res: dict[str, Tensor] = {}
+    for name in outputs:
+        if name == "rgb":
+            res["rgb"] = sums["rgb"] + (1.0 - opacity[:, None]) * background
+        elif name == "depth":
+            res["depth"] = (w * z).sum(-1)
+        elif name == "opacity":
+            res["opacity"] = opacity
+        else:  # features, coords, hidden: the composited values themselves
+            res[name] = sums[name]
+    return res
+
+
+def fine_samples(
+    net: FeatureNeRFNet,
+    w_c: Tensor,
+    depth_c: Tensor,
+    near: Tensor,
+    far: Tensor,
+    perturb: bool,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The fine pass's new samples (R, n_fine + n_fine_depth): importance samples from the coarse
+    weights w_c (R, N), then samples around the coarse depth depth_c (R,)."""
+    return torch.cat(
+        [
+            importance_samples(w_c, near, far, net.n_fine, perturb, generator),
+            depth_guided_samples(depth_c, near, far, net.n_fine_depth, net.depth_std, perturb, generator),
+        ],
+        dim=-1,
+    )
+
+
+def still_visible(w_c: Tensor, z_c: Tensor, z_new: Tensor, stop: float) -> Tensor:
+    """Fine samples in front of the depth where the coarse transmittance drops below ``stop``.
+
+    The coarse pass already estimates transmittance along each ray; samples behind the point where it
+    is negligible cannot change the render by more than the threshold, so they are not evaluated.
+    w_c, z_c: (..., N) coarse weights and depths; z_new: (..., M) → (..., M) bool.
+    """
+    trans_after = 1.0 - w_c.cumsum(-1)  # transmittance after each coarse sample
+    dead = trans_after < stop
+    # depth of the first coarse sample after which the ray is opaque (far when never)
+    first = torch.where(dead, z_c, torch.full_like(z_c, float("inf"))).amin(-1, keepdim=True)
+    return z_new <= first
+
+
+def composite_reference(
+    net: FeatureNeRFNet, z: Tensor, raw: dict[str, Tensor], xyz: Tensor, far: Tensor, outputs: tuple[str, ...]
+) -> tuple[dict[str, Tensor], Tensor]:
+    """One pass the reference way: z (R, N); per-sample raw values (R, N, ...); xyz (R, N, 3).
+    Returns the named outputs and the weights (R, N)."""
+    w = compositing_weights(z, raw["sigma"], far)
+    sums = {"rgb": composite(w, raw["rgb"])}
+    for name in ("features", "hidden"):
+        if name in outputs:
+            sums[name] = composite(w, raw[name])
+    if "coords" in outputs:
+        # Residual of the canonical-coordinate head against the true sample position, averaged along
+        # the ray with the colour weights (zero on a perfect prediction).
+        sums["coords"] = composite(w, raw["coords"] - xyz)
+    return assemble(outputs, w, z, sums, net.background_value), w
