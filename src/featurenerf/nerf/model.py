@@ -50,7 +50,6 @@ from featurenerf.nerf import renderer
 from featurenerf.nerf.conditioning import BilinearGather, Conditioning, FieldInputs, bilinear_taps, per_view
 from featurenerf.nerf.encoder import ResNetEncoder
 from featurenerf.nerf.encoding import PositionalEncoding
-from featurenerf.nerf.fused_block import fused_blocks_apply, residual_block
 from featurenerf.nerf.heads import OutputLayout
 from featurenerf.nerf.mlp import ResnetMLP
 from featurenerf.nerf.renderer import RENDERABLE
@@ -206,9 +205,8 @@ class FeatureNeRFNet(nn.Module):
             return cond
         mlp = self.mlp
         rows = rearrange(cond.features, "b v c h w -> (b v h w) c")
-        folded = [mlp.lin_in.bias] + [mlp.blocks[i - 1].fc1.bias for i in range(1, len(mlp.lin_z))]
         injected = tuple(
-            torch.addmm(lin.bias + extra, rows, lin.weight.t()) for lin, extra in zip(mlp.lin_z, folded)
+            torch.addmm(mlp.injection_bias(i), rows, lin.weight.t()) for i, lin in enumerate(mlp.lin_z)
         )
         return dataclasses.replace(cond, injected=injected)
 
@@ -332,36 +330,19 @@ class FeatureNeRFNet(nn.Module):
     ) -> Tensor:
         """The MLP up to its last residual block, fast way: x (V·P, d_in) → hidden (P, d_hidden).
 
-        Same function as :class:`~featurenerf.nerf.mlp.ResnetMLP` (biases folded into ``injected`` by
-        :meth:`prepare`); each injection is a weighted gather fused with the residual add.
+        :meth:`ResnetMLP.trunk` with each injection a weighted gather from the prepared maps.
         """
-        mlp = self.mlp
-        dt = injected[0].dtype  # bf16 under autocast: the in-place ops below need one dtype
+        dt = injected[0].dtype  # bf16 under autocast: the trunk's in-place ops need one dtype
         if torch.compiler.is_compiling():
             weights = weights.to(dt)
             sampled = [F.embedding_bag(rows, t, per_sample_weights=weights, mode="sum") for t in injected]
         else:
             sampled = list(BilinearGather.apply(rows, weights.to(dt), *injected))
 
-        def inject(i: int) -> Tensor:
-            return sampled[i]
+        def pool(h: Tensor) -> Tensor:  # rows are ordered (view, point)
+            return h.reshape(views, -1, h.shape[-1]).mean(0) if views > 1 else h
 
-        h = inject(0).addmm_(x.to(dt), mlp.lin_in.weight.t().to(dt))
-        fused = fused_blocks_apply(h)
-        for i, block in enumerate(mlp.blocks):
-            if i == mlp.combine_layer and views > 1:
-                h = h.reshape(views, -1, h.shape[-1]).mean(0)
-            if fused:  # same function, element-wise work in place (nerf/fused_block.py)
-                extra = inject(i + 1) if i + 1 < len(mlp.lin_z) else block.fc1.bias
-                h = residual_block(h, extra, block.fc0.weight, block.fc0.bias, block.fc1.weight)
-                continue
-            a = F.linear(torch.relu(h), block.fc0.weight.to(dt), block.fc0.bias.to(dt)).relu_()
-            # h + fc1(a) (+ next injection): the residual is the GEMM's accumulator, not a separate add.
-            base = inject(i + 1).add_(h) if i + 1 < len(mlp.lin_z) else h + block.fc1.bias.to(dt)
-            h = base.addmm_(a, block.fc1.weight.t().to(dt))
-        if mlp.combine_layer >= len(mlp.blocks) and views > 1:
-            h = h.reshape(views, -1, h.shape[-1]).mean(0)
-        return h
+        return self.mlp.trunk(x, sampled.__getitem__, pool)
 
     def _trunk_impl(self):
         # model.compile: the LightningModule compiles ``self.mlp``; compile the fast trunk along with it.
@@ -457,6 +438,7 @@ class FeatureNeRFNet(nn.Module):
         perturb: bool = False,
         skip_empty: bool = False,
         generator: torch.Generator | None = None,
+        noise: renderer.SampleNoise | None = None,
     ) -> dict[str, dict[str, Tensor]]:
         """Coarse and fine volume rendering of rays (:func:`featurenerf.nerf.renderer.render_rays`).
 
@@ -467,10 +449,14 @@ class FeatureNeRFNet(nn.Module):
             skip_empty: render-time empty-space skipping and early termination (:attr:`scene_bound`,
                 ``stop_transmittance``; see :mod:`featurenerf.nerf.renderer`); training never skips.
             generator: random source for ``perturb`` (reproducible, resumable runs).
+            noise: pre-drawn jitter for the rays (:func:`featurenerf.nerf.renderer.eval_noise`), used
+                instead of ``perturb``/``generator``: evaluation with the training sample distribution.
         Returns:
             ``{"coarse": {...}, "fine": {...}}``, each name mapping to (B, R, C) or (B, R).
         """
-        return renderer.render_rays(self, cond, origins, dirs, outputs, perturb, skip_empty, generator)
+        return renderer.render_rays(
+            self, cond, origins, dirs, outputs, perturb, skip_empty, generator, ("coarse", "fine"), noise
+        )
 
     def render_image(
         self,
@@ -483,6 +469,7 @@ class FeatureNeRFNet(nn.Module):
         outputs: Iterable[str] = ("rgb", "depth", "opacity"),
         skip_empty: bool = True,
         chunk: int | None = None,
+        jitter_seed: int | None = 0,
     ) -> dict[str, Tensor]:
         """Full views (fine pass), ``chunk`` rays at a time (:func:`featurenerf.nerf.renderer.render_image`).
 
@@ -490,10 +477,14 @@ class FeatureNeRFNet(nn.Module):
             cond: batch-B conditioning. pose: (B, 4, 4) target camera-to-world.
             focal, c: (B, 2) target intrinsics at ``height`` x ``width``.
             skip_empty: use the render-time empty-space skipping configured on the model.
+            jitter_seed: evaluation samples follow the training distribution with jitter from this seed
+                (reproducible, chunk-independent); ``None``: deterministic midpoints.
         Returns:
             name → (B, H, W, C) or (B, H, W).
         """
-        return renderer.render_image(self, cond, pose, focal, c, height, width, outputs, skip_empty, chunk)
+        return renderer.render_image(
+            self, cond, pose, focal, c, height, width, outputs, skip_empty, chunk, jitter_seed
+        )
 
     def render_features(
         self, cond: Conditioning, pose: Tensor, focal: Tensor, c: Tensor, height: int, width: int

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from featurenerf.nerf.conditioning import Conditioning
-from featurenerf.nerf.render_passes import Samples, assemble, fine_samples, still_visible
+from featurenerf.nerf.render_passes import Samples, assemble, coarse_samples, fine_samples, still_visible
 from featurenerf.rendering.compositing import compositing_weights
-from featurenerf.rendering.sampling import stratified_samples
+from featurenerf.rendering.sampling import SampleNoise
 
 if TYPE_CHECKING:
     from featurenerf.nerf.model import FeatureNeRFNet
@@ -149,6 +149,7 @@ def render_fast(
     skip_empty: bool,
     generator: torch.Generator | None,
     passes: tuple[str, ...],
+    noise: SampleNoise | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Fast coarse/fine rendering of rays (B, R, 3); the arguments are those of
     :func:`featurenerf.nerf.renderer.render_rays`. Returns pass → name → (B, R, ...)."""
@@ -163,14 +164,14 @@ def render_fast(
     bound = net.scene_bound if skip_empty else None
     stop = net.stop_transmittance if skip_empty else 0.0
 
-    z_c = stratified_samples(near, far, net.n_coarse, perturb, generator)
+    z_c = coarse_samples(net, near, far, perturb, generator, noise)
     inside_c = None if bound is None else bound.contains(o[:, None] + z_c[..., None] * d[:, None])
     if stop > 0:
         coarse = evaluate_marching(net, cond, frames, o, d, z_c, far, keep, inside_c, stop)
     else:
         coarse = evaluate(net, cond, frames, o, d, z_c, keep, inside_c)
     w_c = compositing_weights(z_c, coarse.sigma, far)
-    z_new = fine_samples(net, w_c, (w_c * z_c).sum(-1), near, far, perturb, generator)
+    z_new = fine_samples(net, w_c, (w_c * z_c).sum(-1), near, far, perturb, generator, noise)
     z_f, order = torch.cat([z_c, z_new], dim=-1).sort(dim=-1)
     if net.reuse_coarse:
         alive = None

@@ -11,7 +11,12 @@ import torch
 from torch import Tensor
 
 from featurenerf.rendering.compositing import composite, compositing_weights
-from featurenerf.rendering.sampling import depth_guided_samples, importance_samples
+from featurenerf.rendering.sampling import (
+    SampleNoise,
+    depth_guided_samples,
+    importance_samples,
+    stratified_samples,
+)
 
 if TYPE_CHECKING:
     from featurenerf.nerf.model import FeatureNeRFNet
@@ -75,16 +80,45 @@ def fine_samples(
     far: Tensor,
     perturb: bool,
     generator: torch.Generator | None,
+    noise: SampleNoise | None = None,
 ) -> Tensor:
     """The fine pass's new samples (R, n_fine + n_fine_depth): importance samples from the coarse
-    weights w_c (R, N), then samples around the coarse depth depth_c (R,)."""
+    weights w_c (R, N), then samples around the coarse depth depth_c (R,). ``noise`` (flat, R rays):
+    pre-drawn jitter instead of ``perturb``/``generator``."""
+    u, eps = (None, None) if noise is None else (noise.importance, noise.depth)
     return torch.cat(
         [
-            importance_samples(w_c, near, far, net.n_fine, perturb, generator),
-            depth_guided_samples(depth_c, near, far, net.n_fine_depth, net.depth_std, perturb, generator),
+            importance_samples(w_c, near, far, net.n_fine, perturb, generator, u),
+            depth_guided_samples(
+                depth_c, near, far, net.n_fine_depth, net.depth_std, perturb, generator, eps
+            ),
         ],
         dim=-1,
     )
+
+
+def coarse_samples(
+    net: FeatureNeRFNet,
+    near: Tensor,
+    far: Tensor,
+    perturb: bool,
+    generator: torch.Generator | None,
+    noise: SampleNoise | None = None,
+) -> Tensor:
+    """The coarse pass's stratified samples (R, n_coarse); ``noise`` as for :func:`fine_samples`."""
+    return stratified_samples(
+        near, far, net.n_coarse, perturb, generator, None if noise is None else noise.stratified
+    )
+
+
+def eval_noise(net: FeatureNeRFNet, shape: tuple[int, ...], seed: int, like: Tensor) -> SampleNoise:
+    """Seeded jitter for evaluation renders of rays of ``shape``: the training sample distribution
+    (jittered strata, random inverse-CDF positions, distinct depth-guided samples), reproducible and,
+    drawn once per image, independent of chunking. Drawn on the CPU (same numbers on every device) in
+    ``like``'s dtype and moved to its device."""
+    g = torch.Generator().manual_seed(seed)
+    counts = (net.n_coarse, net.n_fine, net.n_fine_depth)
+    return SampleNoise.draw(shape, counts, g, like.dtype).to(like.device)
 
 
 def still_visible(w_c: Tensor, z_c: Tensor, z_new: Tensor, stop: float) -> Tensor:

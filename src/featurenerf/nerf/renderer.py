@@ -30,13 +30,14 @@ from torch import Tensor
 from featurenerf.geometry.cameras import pixel_centers, rays_from_pixels
 from featurenerf.nerf.conditioning import Conditioning
 from featurenerf.nerf.render_fast import render_fast
-from featurenerf.nerf.render_passes import RENDERABLE, assemble, check_outputs
+from featurenerf.nerf.render_passes import RENDERABLE, assemble, check_outputs, eval_noise
 from featurenerf.nerf.render_reference import render_reference
+from featurenerf.rendering.sampling import SampleNoise
 
 if TYPE_CHECKING:
     from featurenerf.nerf.model import FeatureNeRFNet
 
-__all__ = ["RENDERABLE", "assemble", "render_image", "render_rays"]
+__all__ = ["RENDERABLE", "SampleNoise", "assemble", "eval_noise", "render_image", "render_rays"]
 
 
 def render_rays(
@@ -49,6 +50,7 @@ def render_rays(
     skip_empty: bool = False,
     generator: torch.Generator | None = None,
     passes: tuple[str, ...] = ("coarse", "fine"),
+    noise: SampleNoise | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Coarse and fine volume rendering of rays (see :meth:`FeatureNeRFNet.render_rays`).
 
@@ -56,14 +58,20 @@ def render_rays(
         origins, dirs: (B, R, 3) world rays with unit directions. outputs: names from :data:`RENDERABLE`.
         passes: the passes to return (the fine pass is always computed; "coarse" costs nothing extra on
             the fast way, which shares the coarse values).
+        noise: pre-drawn jitter for the B·R rays (any leading shape; e.g. from :func:`eval_noise`), used
+            instead of ``perturb``/``generator``.
     Returns:
         pass → name → (B, R, C) or (B, R).
     """
     outputs = check_outputs(outputs)
+    if noise is not None:
+        noise = noise.flat()
+        if noise.stratified.shape[0] != origins.shape[0] * origins.shape[1]:
+            raise ValueError(f"noise is for {noise.stratified.shape[0]} rays, got {tuple(origins.shape[:2])}")
     if net.fast_rendering():
-        out = render_fast(net, cond, origins, dirs, outputs, perturb, skip_empty, generator, passes)
+        out = render_fast(net, cond, origins, dirs, outputs, perturb, skip_empty, generator, passes, noise)
     else:
-        out = render_reference(net, cond, origins, dirs, outputs, perturb, skip_empty, generator)
+        out = render_reference(net, cond, origins, dirs, outputs, perturb, skip_empty, generator, noise)
     return {p: out[p] for p in ("coarse", "fine") if p in passes}
 
 
@@ -78,6 +86,7 @@ def render_image(
     outputs: Iterable[str] = ("rgb", "depth", "opacity"),
     skip_empty: bool = True,
     chunk: int | None = None,
+    jitter_seed: int | None = 0,
 ) -> dict[str, Tensor]:
     """Full views from the fine pass, ``chunk`` rays at a time (memory does not grow with image size).
 
@@ -85,6 +94,9 @@ def render_image(
         cond: batch-B conditioning. pose: (B, 4, 4) target camera-to-world.
         focal, c: (B, 2) target intrinsics at ``height`` x ``width``.
         skip_empty: use the render-time empty-space skipping configured on the net.
+        jitter_seed: samples follow the training distribution with jitter drawn from this seed for the
+            whole image (:func:`eval_noise`: reproducible, independent of ``chunk``); ``None`` gives the
+            deterministic midpoints (and ``n_fine_depth`` copies of the coarse depth).
     Returns:
         name → (B, H, W, C) or (B, H, W).
     """
@@ -93,12 +105,16 @@ def render_image(
     b = pose.shape[0]
     uv = pixel_centers(height, width, device=pose.device).reshape(1, -1, 2).expand(b, -1, -1)
     origins, dirs = rays_from_pixels(uv, pose[:, None], focal[:, None], c[:, None])
+    noise = None if jitter_seed is None else eval_noise(net, (b, height * width), jitter_seed, origins)
     if net.fast_rendering():
         cond = net.prepare(cond)  # once for the whole image
     parts: dict[str, list[Tensor]] = {k: [] for k in outputs}
     for start in range(0, height * width, chunk):
         sl = slice(start, start + chunk)
-        res = render_rays(net, cond, origins[:, sl], dirs[:, sl], outputs, False, skip_empty, None, ("fine",))
+        part = None if noise is None else noise.select((slice(None), sl))
+        res = render_rays(
+            net, cond, origins[:, sl], dirs[:, sl], outputs, False, skip_empty, None, ("fine",), part
+        )
         for k in outputs:
             parts[k].append(res["fine"][k])
     return {k: torch.cat(v, dim=1).reshape(b, height, width, *v[0].shape[2:]) for k, v in parts.items()}
