@@ -20,7 +20,8 @@ from lightning.pytorch.cli import LightningCLI
 from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
-from featurenerf.module import FeatureNeRF, TrainingDiverged
+from featurenerf.errors import ConfigError, DataError, FeatureNeRFError, UnknownNameError
+from featurenerf.module import FeatureNeRF
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
 RUN_DIR_ENV = "FEATURENERF_RUN_DIR"
@@ -42,7 +43,6 @@ def expand_tasks(names: list[str] | None) -> list[str]:
                 if task not in out:
                     out.append(task)
     if out:
-        from featurenerf.registry import UnknownNameError
         from featurenerf.tasks import TASKS
 
         unknown = [t for t in out if t not in TASKS]
@@ -123,7 +123,6 @@ class FeatureNeRFCLI(LightningCLI):
         spec = cfg.data.teacher
         name = spec if isinstance(spec, str) else getattr(spec, "get", lambda _k: None)("name")
         if isinstance(name, str) and "." not in name:  # a registry name; dotted class paths import later
-            from featurenerf.registry import UnknownNameError
             from featurenerf.teachers import TEACHERS
 
             try:
@@ -134,7 +133,7 @@ class FeatureNeRFCLI(LightningCLI):
         ckpt = cfg.get("ckpt_path")
         named = ckpt in ("last", "best", "hpc", "registry") or "://" in str(ckpt)
         if ckpt and not named and not Path(ckpt).is_file():
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"--ckpt_path {ckpt}: no such checkpoint file; pass a run's checkpoints/last.ckpt "
                 "(or --ckpt_path last to resume the latest run)"
             )
@@ -161,7 +160,7 @@ class FeatureNeRFCLI(LightningCLI):
             if cfg.ckpt_path == "last":
                 run = latest_run(root)
                 if run is None or not (run / "checkpoints" / "last.ckpt").exists():
-                    raise FileNotFoundError(
+                    raise ConfigError(
                         f"--ckpt_path last: no run with checkpoints/last.ckpt under {root}; "
                         "start one with featurenerf fit, or set --trainer.default_root_dir to its runs folder"
                     )
@@ -238,8 +237,6 @@ def check_checkpoint_width(ckpt_path: str | None, model: FeatureNeRF, trust: boo
     """Refuse, in one line, a checkpoint whose feature head has another width than the teacher gives."""
     if not ckpt_path or not Path(ckpt_path).is_file():
         return
-    from featurenerf.data.srn import DataError
-
     ckpt = load_checkpoint_file(ckpt_path, trust=trust, mmap=True)
     width = ckpt.get("hyper_parameters", {}).get("feature_dim")
     if width is not None and width != model.net.feature_dim:
@@ -267,13 +264,13 @@ def _implicit_validate_args(command: str, args: list[str]) -> list[str]:
         return args
     run = latest_run(Path(DEFAULT_RUNS_ROOT))
     if run is None:
-        raise FileNotFoundError(
+        raise ConfigError(
             f"{command}: no --config/--ckpt_path given and no run under {DEFAULT_RUNS_ROOT}/ "
             "(train one with `featurenerf fit --config configs/toy_cars.yaml`)"
         )
     last = run / "checkpoints" / "last.ckpt"
     if not last.exists():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"{command}: latest run {run} has no checkpoints/last.ckpt; pass --ckpt_path and --config"
         )
     print(
@@ -296,9 +293,6 @@ def _find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> B
 
 def run_lightning(command: str, args: list[str]) -> int:
     """Run a LightningCLI subcommand; our own errors print one line and return 2."""
-    from featurenerf.data.srn import DataError
-    from featurenerf.registry import UnknownNameError
-
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     import featurenerf.teachers as teachers
@@ -312,18 +306,8 @@ def run_lightning(command: str, args: list[str]) -> int:
     warnings.filterwarnings(
         "ignore", message=r"You're resuming from a checkpoint that ended before the epoch"
     )
-    from featurenerf.data.feature_cache import CacheError
-    from featurenerf.teachers.dino_checkpoint import CheckpointError as TeacherCheckpointError
-
     # Errors whose message is already one line naming the file/setting and what to do.
-    ours = (
-        DataError,
-        UnknownNameError,
-        TrainingDiverged,
-        FileNotFoundError,
-        CacheError,
-        TeacherCheckpointError,
-    )
+    ours = (FeatureNeRFError, FileNotFoundError)
     owns_run_dir = RUN_DIR_ENV not in os.environ  # DDP workers inherit it; a later in-process run must not
     try:
         if command in ("validate", "test") and not any(a in ("-h", "--help", "--print_config") for a in args):

@@ -17,12 +17,9 @@ from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from featurenerf.cpu_allocator import keep_freed_memory
+from featurenerf.errors import TrainingDiverged  # importable from here too, as before
 from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
 from featurenerf.visualize import feature_pca_pair, save_image_grid
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many steps had non-finite losses or gradients."""
 
 
 class FeatureNeRF(L.LightningModule):
