@@ -19,9 +19,13 @@ from lightning.pytorch.cli import LightningCLI
 
 from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
+from featurenerf.cli_types import accept_registry_names, short_parse_error
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.errors import ConfigError, DataError, FeatureNeRFError, UnknownNameError
 from featurenerf.module import FeatureNeRF
+from featurenerf.teachers import TEACHERS, Teacher
+
+accept_registry_names(Teacher, TEACHERS)  # data.teacher: hed_vgg16 (or a plugin's name) is a class path
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
 RUN_DIR_ENV = "FEATURENERF_RUN_DIR"
@@ -89,20 +93,12 @@ class FeatureNeRFCLI(LightningCLI):
             help="tasks to evaluate as validation loops: keypoints_2d keypoints_3d part_seg_2d part_seg_3d "
             "novel_view, or the groups part_seg / keypoints",
         )
-        parser.add_argument("--tasks.num_pairs", type=int, default=1000, help="pairs per kind (paper: 1000)")
-        parser.add_argument(
-            "--tasks.pairs_file", type=str | None, default=None, help="FeatureNeRF pairs JSON"
-        )
-        parser.add_argument("--tasks.split", type=str, default="test", help="split pairs are drawn from")
-        parser.add_argument("--tasks.seed", type=int, default=0)
-        parser.add_argument(
-            "--tasks.pixelnerf_ckpt",
-            type=str | None,
-            default=None,
-            help="checkpoint of a model trained without distillation",
-        )
-        parser.add_argument(
-            "--tasks.image_size", type=int | None, default=None, help="default: data.image_size"
+        # Every TaskSuite option is a --tasks.* argument, straight from its signature (a new constructor
+        # argument needs no wiring here); the CLI supplies the rest when it builds the suite.
+        from featurenerf.tasks.suite import TaskSuite
+
+        parser.add_class_arguments(
+            TaskSuite, "tasks", skip={"tasks", "datamodule", "out_dir"}, instantiate=False, fail_untyped=True
         )
 
     def _cfg(self):
@@ -114,21 +110,12 @@ class FeatureNeRFCLI(LightningCLI):
 
     def _check_arguments(self) -> None:
         """Refuse, right after parsing (before seeding or building anything), what is certain to fail:
-        an unknown task or teacher name, a data root that is missing or a file, a missing --ckpt_path."""
+        an unknown task name (teachers and task options are checked by the parser), a data root that is missing or a file, a missing --ckpt_path."""
         sub = self.config.get("subcommand")
         if sub is None:  # parse-and-build only (tests, notebooks)
             return
         cfg = self.config[sub]
         expand_tasks(cfg.get("task"))
-        spec = cfg.data.teacher
-        name = spec if isinstance(spec, str) else getattr(spec, "get", lambda _k: None)("name")
-        if isinstance(name, str) and "." not in name:  # a registry name; dotted class paths import later
-            from featurenerf.teachers import TEACHERS
-
-            try:
-                TEACHERS.get(name)
-            except UnknownNameError as err:
-                raise UnknownNameError(f"data.teacher: {err}") from None
         require_data_root(cfg.data.root)
         ckpt = cfg.get("ckpt_path")
         named = ckpt in ("last", "best", "hpc", "registry") or "://" in str(ckpt)
@@ -218,17 +205,9 @@ class FeatureNeRFCLI(LightningCLI):
         if tasks:
             from featurenerf.tasks.suite import TaskSuite
 
-            t = cfg.tasks
+            options = cfg.tasks.as_dict() if hasattr(cfg.tasks, "as_dict") else dict(cfg.tasks)
             self.model.tasks = TaskSuite(
-                tasks,
-                datamodule=self.datamodule,
-                num_pairs=t.num_pairs,
-                pairs_file=t.pairs_file,
-                split=t.split,
-                seed=t.seed,
-                pixelnerf_ckpt=t.pixelnerf_ckpt,
-                image_size=t.image_size,
-                out_dir=self.run_dir / "tasks",
+                tasks, datamodule=self.datamodule, out_dir=self.run_dir / "tasks", **options
             )
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 
@@ -323,7 +302,7 @@ def run_lightning(command: str, args: list[str]) -> int:
             parser_kwargs={"exit_on_error": False},
         )
     except ArgumentError as err:  # an unknown key, a bad value: jsonargparse's message, on one line
-        message = " ".join(str(err).split())
+        message = short_parse_error(str(err))
         print(f"featurenerf: error: {message}; see `featurenerf {command} --help`", file=sys.stderr)
         return 2
     except Exception as err:

@@ -429,62 +429,11 @@ class FeatureNeRFNet(nn.Module):
         return hidden[0] if squeeze else hidden
 
     # ------------------------------------------------------------------ rendering (nerf/renderer.py)
-    def render_rays(
-        self,
-        cond: Conditioning,
-        origins: Tensor,
-        dirs: Tensor,
-        outputs: Iterable[str] = ("rgb", "depth", "opacity", "features", "coords"),
-        perturb: bool = False,
-        skip_empty: bool = False,
-        generator: torch.Generator | None = None,
-        noise: renderer.SampleNoise | None = None,
-    ) -> dict[str, dict[str, Tensor]]:
-        """Coarse and fine volume rendering of rays (:func:`featurenerf.nerf.renderer.render_rays`).
-
-        Args:
-            origins, dirs: (B, R, 3) world rays with unit directions.
-            outputs: names from :data:`RENDERABLE`.
-            perturb: jitter the samples (training); deterministic otherwise.
-            skip_empty: render-time empty-space skipping and early termination (:attr:`scene_bound`,
-                ``stop_transmittance``; see :mod:`featurenerf.nerf.renderer`); training never skips.
-            generator: random source for ``perturb`` (reproducible, resumable runs).
-            noise: pre-drawn jitter for the rays (:func:`featurenerf.nerf.renderer.eval_noise`), used
-                instead of ``perturb``/``generator``: evaluation with the training sample distribution.
-        Returns:
-            ``{"coarse": {...}, "fine": {...}}``, each name mapping to (B, R, C) or (B, R).
-        """
-        return renderer.render_rays(
-            self, cond, origins, dirs, outputs, perturb, skip_empty, generator, ("coarse", "fine"), noise
-        )
-
-    def render_image(
-        self,
-        cond: Conditioning,
-        pose: Tensor,
-        focal: Tensor,
-        c: Tensor,
-        height: int,
-        width: int,
-        outputs: Iterable[str] = ("rgb", "depth", "opacity"),
-        skip_empty: bool = True,
-        chunk: int | None = None,
-        jitter_seed: int | None = 0,
-    ) -> dict[str, Tensor]:
-        """Full views (fine pass), ``chunk`` rays at a time (:func:`featurenerf.nerf.renderer.render_image`).
-
-        Args:
-            cond: batch-B conditioning. pose: (B, 4, 4) target camera-to-world.
-            focal, c: (B, 2) target intrinsics at ``height`` x ``width``.
-            skip_empty: use the render-time empty-space skipping configured on the model.
-            jitter_seed: evaluation samples follow the training distribution with jitter from this seed
-                (reproducible, chunk-independent); ``None``: deterministic midpoints.
-        Returns:
-            name → (B, H, W, C) or (B, H, W).
-        """
-        return renderer.render_image(
-            self, cond, pose, focal, c, height, width, outputs, skip_empty, chunk, jitter_seed
-        )
+    # The renderer's functions as methods (this net is their field): ``net.render_rays(cond, origins,
+    # dirs, outputs, perturb, skip_empty, generator)`` and ``net.render_image(cond, pose, focal, c,
+    # height, width, outputs, skip_empty, chunk, jitter_seed)``; see their docstrings.
+    render_rays = renderer.render_rays
+    render_image = renderer.render_image
 
     def render_features(
         self, cond: Conditioning, pose: Tensor, focal: Tensor, c: Tensor, height: int, width: int

@@ -11,47 +11,62 @@ float rounding (tests/test_fine_reuse.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from featurenerf.nerf.conditioning import Conditioning
-from featurenerf.nerf.render_passes import Samples, assemble, coarse_samples, fine_samples, still_visible
+from featurenerf.nerf.render_passes import (
+    Samples,
+    Sampling,
+    assemble,
+    coarse_samples,
+    fine_samples,
+    still_visible,
+)
 from featurenerf.rendering.compositing import compositing_weights
-from featurenerf.rendering.sampling import SampleNoise
 
 if TYPE_CHECKING:
     from featurenerf.nerf.model import FeatureNeRFNet
+
+
+@dataclass
+class FastRays:
+    """Flat rays o, d (R, 3) with their conditioning and per-ray camera frames (``net.ray_frames``)."""
+
+    cond: Conditioning
+    frames: dict[str, Tensor]
+    o: Tensor
+    d: Tensor
+
+    def points(self, z: Tensor, index: Tensor | None) -> Tensor:
+        """World positions of the samples z (R, N): all (R·N, 3), or those at flat positions ``index``."""
+        if index is None:
+            return (self.o[:, None] + z[..., None] * self.d[:, None]).reshape(-1, 3)
+        ray = torch.div(index, z.shape[1], rounding_mode="floor")
+        return self.o[ray] + z.reshape(-1)[index, None] * self.d[ray]
+
 
 #: Per-sample values kept (composited per ray) for each output that needs one beyond rgb and coords.
 _KEEP = (("relu_hidden", "features"), ("hidden", "hidden"))
 
 
 def evaluate(
-    net: FeatureNeRFNet,
-    cond: Conditioning,
-    frames: dict[str, Tensor],
-    o: Tensor,
-    d: Tensor,
-    z: Tensor,
-    keep: tuple[str, ...],
-    alive: Tensor | None = None,
+    net: FeatureNeRFNet, rays: FastRays, z: Tensor, keep: tuple[str, ...], alive: Tensor | None = None
 ) -> Samples:
-    """Field at the samples z (R, N) of rays o, d (R, 3) (``frames`` from ``net.ray_frames``); with
-    ``alive`` (R, N) bool, only those samples (in one flat batch across rays and objects).
+    """Field at the samples z (R, N) of ``rays``; with ``alive`` (R, N) bool, only those samples (in one
+    flat batch across rays and objects).
 
     ``coords`` in the result is the residual of the coordinate head against the true sample position.
     """
     n_rays, n = z.shape
     index = None if alive is None else alive.reshape(-1).nonzero().squeeze(1)
-    values = net.field(cond, net.ray_inputs(cond, frames, z, index), "render", keep)
-    if index is None:
-        xyz = (o[:, None] + z[..., None] * d[:, None]).reshape(-1, 3)
-    else:
-        ray = torch.div(index, n, rounding_mode="floor")
-        xyz = o[ray] + z.reshape(-1)[index, None] * d[ray]
-    values["coords"] = values["coords"] - xyz  # L_coord's residual against the true position
+    values = net.field(rays.cond, net.ray_inputs(rays.cond, rays.frames, z, index), "render", keep)
+    values["coords"] = values["coords"] - rays.points(
+        z, index
+    )  # L_coord's residual against the true position
     sigma = values.pop("sigma")
     if index is None:
         sigma = sigma.reshape(n_rays, n)
@@ -62,10 +77,7 @@ def evaluate(
 
 def evaluate_marching(
     net: FeatureNeRFNet,
-    cond: Conditioning,
-    frames: dict[str, Tensor],
-    o: Tensor,
-    d: Tensor,
+    rays: FastRays,
     z: Tensor,
     far: Tensor,
     keep: tuple[str, ...],
@@ -89,7 +101,7 @@ def evaluate_marching(
         alive[:, lo:hi] = (trans > stop)[:, None]
         if inside is not None:
             alive &= inside
-        part = evaluate(net, cond, frames, o, d, z, keep, alive)
+        part = evaluate(net, rays, z, keep, alive)
         sigma = sigma + part.sigma
         for k, v in part.values.items():
             values.setdefault(k, []).append(v)
@@ -145,11 +157,9 @@ def render_fast(
     origins: Tensor,
     dirs: Tensor,
     outputs: tuple[str, ...],
-    perturb: bool,
     skip_empty: bool,
-    generator: torch.Generator | None,
+    how: Sampling,
     passes: tuple[str, ...],
-    noise: SampleNoise | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Fast coarse/fine rendering of rays (B, R, 3); the arguments are those of
     :func:`featurenerf.nerf.renderer.render_rays`. Returns pass → name → (B, R, ...)."""
@@ -159,25 +169,25 @@ def render_fast(
     obj = torch.arange(b, device=o.device).repeat_interleave(r)  # object of each ray
     near, far = o.new_full((n_rays,), net.near), o.new_full((n_rays,), net.far)
     cond = net.prepare(cond)
-    frames = net.ray_frames(cond, o, d, obj)
+    rays = FastRays(cond, net.ray_frames(cond, o, d, obj), o, d)
     keep = tuple(k for k, want in _KEEP if want in outputs)
     bound = net.scene_bound if skip_empty else None
     stop = net.stop_transmittance if skip_empty else 0.0
 
-    z_c = coarse_samples(net, near, far, perturb, generator, noise)
+    z_c = coarse_samples(net, near, far, how)
     inside_c = None if bound is None else bound.contains(o[:, None] + z_c[..., None] * d[:, None])
     if stop > 0:
-        coarse = evaluate_marching(net, cond, frames, o, d, z_c, far, keep, inside_c, stop)
+        coarse = evaluate_marching(net, rays, z_c, far, keep, inside_c, stop)
     else:
-        coarse = evaluate(net, cond, frames, o, d, z_c, keep, inside_c)
+        coarse = evaluate(net, rays, z_c, keep, inside_c)
     w_c = compositing_weights(z_c, coarse.sigma, far)
-    z_new = fine_samples(net, w_c, (w_c * z_c).sum(-1), near, far, perturb, generator, noise)
+    z_new = fine_samples(net, w_c, (w_c * z_c).sum(-1), near, far, how)
     z_f, order = torch.cat([z_c, z_new], dim=-1).sort(dim=-1)
     if net.reuse_coarse:
         alive = None
         if skip_empty:
             alive = _fine_alive(net, o, d, z_c, z_new, z_f, order, far, w_c, bound, stop)
-        new = evaluate(net, cond, frames, o, d, z_new, keep, alive)
+        new = evaluate(net, rays, z_new, keep, alive)
         sigma_f = torch.cat([coarse.sigma, new.sigma], dim=-1).gather(1, order)
         w_f = compositing_weights(z_f, sigma_f, far)
         # Fine weights back in evaluation order, so values are summed where they are (no gathers).
@@ -191,7 +201,7 @@ def render_fast(
         alive = None
         if skip_empty and bound is not None:
             alive = bound.contains(o[:, None] + z_f[..., None] * d[:, None])
-        fine = evaluate(net, cond, frames, o, d, z_f, keep, alive)
+        fine = evaluate(net, rays, z_f, keep, alive)
         w_f = compositing_weights(z_f, fine.sigma, far)
         sums = {"fine": weighted_sums(fine, [w_f], keep)[0]}
         if "coarse" in passes:

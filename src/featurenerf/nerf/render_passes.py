@@ -72,42 +72,39 @@ def assemble(
     return res
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Where a render places its samples: jittered from ``generator`` (``perturb``, training), jittered
+    with pre-drawn ``noise`` (flat, one row per ray: evaluation), or at the deterministic midpoints."""
+
+    perturb: bool = False
+    generator: torch.Generator | None = None
+    noise: SampleNoise | None = None
+
+    def draws(self, field: str) -> Tensor | None:
+        """The pre-drawn noise for one sampler (``stratified``, ``importance``, ``depth``), or None."""
+        return None if self.noise is None else getattr(self.noise, field)
+
+
+def coarse_samples(net: FeatureNeRFNet, near: Tensor, far: Tensor, how: Sampling) -> Tensor:
+    """The coarse pass's stratified samples (R, n_coarse) for bounds near, far (R,)."""
+    return stratified_samples(near, far, net.n_coarse, how.perturb, how.generator, how.draws("stratified"))
+
+
 def fine_samples(
-    net: FeatureNeRFNet,
-    w_c: Tensor,
-    depth_c: Tensor,
-    near: Tensor,
-    far: Tensor,
-    perturb: bool,
-    generator: torch.Generator | None,
-    noise: SampleNoise | None = None,
+    net: FeatureNeRFNet, w_c: Tensor, depth_c: Tensor, near: Tensor, far: Tensor, how: Sampling
 ) -> Tensor:
     """The fine pass's new samples (R, n_fine + n_fine_depth): importance samples from the coarse
-    weights w_c (R, N), then samples around the coarse depth depth_c (R,). ``noise`` (flat, R rays):
-    pre-drawn jitter instead of ``perturb``/``generator``."""
-    u, eps = (None, None) if noise is None else (noise.importance, noise.depth)
+    weights w_c (R, N), then samples around the coarse depth depth_c (R,)."""
+    n_f, n_d, std = net.n_fine, net.n_fine_depth, net.depth_std
     return torch.cat(
         [
-            importance_samples(w_c, near, far, net.n_fine, perturb, generator, u),
+            importance_samples(w_c, near, far, n_f, how.perturb, how.generator, how.draws("importance")),
             depth_guided_samples(
-                depth_c, near, far, net.n_fine_depth, net.depth_std, perturb, generator, eps
+                depth_c, near, far, n_d, std, how.perturb, how.generator, how.draws("depth")
             ),
         ],
         dim=-1,
-    )
-
-
-def coarse_samples(
-    net: FeatureNeRFNet,
-    near: Tensor,
-    far: Tensor,
-    perturb: bool,
-    generator: torch.Generator | None,
-    noise: SampleNoise | None = None,
-) -> Tensor:
-    """The coarse pass's stratified samples (R, n_coarse); ``noise`` as for :func:`fine_samples`."""
-    return stratified_samples(
-        near, far, net.n_coarse, perturb, generator, None if noise is None else noise.stratified
     )
 
 

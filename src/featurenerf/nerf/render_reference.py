@@ -10,8 +10,13 @@ import torch
 from torch import Tensor
 
 from featurenerf.nerf.conditioning import Conditioning
-from featurenerf.nerf.render_passes import coarse_samples, composite_reference, fine_samples, still_visible
-from featurenerf.rendering.sampling import SampleNoise
+from featurenerf.nerf.render_passes import (
+    Sampling,
+    coarse_samples,
+    composite_reference,
+    fine_samples,
+    still_visible,
+)
 
 if TYPE_CHECKING:
     from featurenerf.nerf.model import FeatureNeRFNet
@@ -68,10 +73,8 @@ def render_reference(
     origins: Tensor,
     dirs: Tensor,
     outputs: tuple[str, ...],
-    perturb: bool,
     skip_empty: bool,
-    generator: torch.Generator | None,
-    noise: SampleNoise | None = None,
+    how: Sampling,
 ) -> dict[str, dict[str, Tensor]]:
     """Coarse and fine rendering of rays (B, R, 3) the reference way; the arguments are those of
     :func:`featurenerf.nerf.renderer.render_rays`. Returns pass → name → (B, R, ...)."""
@@ -84,10 +87,10 @@ def render_reference(
         flat_raw = {k: v.reshape(flat, *v.shape[2:]) for k, v in raw.items()}
         return composite_reference(net, z.reshape(flat, -1), flat_raw, xyz.reshape(flat, -1, 3), far, names)
 
-    z_c = coarse_samples(net, near, far, perturb, generator, noise).reshape(b, r, -1)
+    z_c = coarse_samples(net, near, far, how).reshape(b, r, -1)
     raw_c = query_rays(net, cond, origins, dirs, z_c, _inside(net, origins, dirs, z_c, skip_empty))
     coarse, w_c = composite_pass(z_c, raw_c, tuple(dict.fromkeys((*outputs, "depth"))))
-    z_new = fine_samples(net, w_c, coarse["depth"], near, far, perturb, generator, noise).reshape(b, r, -1)
+    z_new = fine_samples(net, w_c, coarse["depth"], near, far, how).reshape(b, r, -1)
     if net.reuse_coarse:
         alive_new = _inside(net, origins, dirs, z_new, skip_empty)
         if skip_empty and net.stop_transmittance > 0:
