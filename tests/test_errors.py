@@ -32,7 +32,7 @@ def test_old_import_places_give_the_one_class():
     [
         (errors.DataError, errors.FeatureNeRFError, ValueError),
         (errors.CacheError, errors.DataError, ValueError),
-        (errors.CheckpointError, errors.FeatureNeRFError, ValueError),
+        (errors.CheckpointError, errors.DataError, ValueError),
         (errors.WeightsNotFoundError, errors.TeacherError, FileNotFoundError),
         (errors.UnknownNameError, errors.ConfigError, KeyError),
         (errors.TrainingDiverged, errors.FeatureNeRFError, RuntimeError),

@@ -8,8 +8,8 @@ to do), so the CLI prints it as it is: ``run_lightning`` and the subcommands cat
 
     FeatureNeRFError
     ├── DataError            a dataset, annotation or cache file is missing or malformed (ValueError)
-    │   └── CacheError       a teacher-feature cache file is missing, stale or corrupt
-    ├── CheckpointError      a checkpoint cannot be read or would need unpickling code (ValueError)
+    │   ├── CacheError       a teacher-feature cache file is missing, stale or corrupt
+    │   └── CheckpointError  a checkpoint (model or teacher) cannot be read or would need unpickling code
     ├── TeacherError         a teacher cannot be built
     │   └── WeightsNotFoundError   its weights are neither on disk nor obtainable (FileNotFoundError)
     ├── ConfigError          an option or command line that cannot work (ValueError)
@@ -45,9 +45,9 @@ class CacheError(DataError):
         self.path, self.reason = Path(path), reason
 
 
-class CheckpointError(FeatureNeRFError, ValueError):
+class CheckpointError(DataError):
     """A checkpoint (the model's or a teacher's) that cannot be read, or would need unpickling arbitrary
-    objects; names the file."""
+    objects; names the file. A data file like any other: a ``DataError``, as it always was."""
 
 
 class TeacherError(FeatureNeRFError):
