@@ -56,11 +56,6 @@ class Meta:
         }
 
 
-def dataset_root(record: ObjectRecord) -> Path:
-    """The dataset root holding ``meta.json``: two levels above the object folder."""
-    return record.directory.parent.parent
-
-
 def read_meta(root: Path) -> Meta:
     """Parse and validate ``<root>/meta.json``.
 

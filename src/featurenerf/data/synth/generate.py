@@ -87,11 +87,6 @@ def _streams(seed: int, index: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3)]
 
 
-def object_shape(category: str, seed: int, index: int) -> Shape:
-    """The :class:`Shape` of object ``index`` in a dataset generated with ``seed`` (exact geometry, for tests)."""
-    return make_shape(category, _streams(seed, index)[0])
-
-
 def render_object(category: str, index: int, views: int, size: int, seed: int, out_dir: Path) -> None:
     """Generate object ``index`` and write its files into the (empty, existing) folder ``out_dir``.
 
