@@ -171,8 +171,7 @@ class TaskSuite:
             self._prepare(module)
             models = {"model": module.net}
             if self.pixelnerf is not None:
-                self.pixelnerf.to(module.device).eval()
-                models["pixelnerf"] = self.pixelnerf.net
+                models["pixelnerf"] = self.pixelnerf.to(module.device).eval()
             trainer = getattr(module, "_trainer", None)
             sanity = trainer is not None and trainer.sanity_checking
             meta = getattr(self.datamodule, "meta", None)
@@ -300,18 +299,14 @@ def results_table(results: dict, header: str = "", notes: Sequence[str] = ()) ->
 
 
 def load_pixelnerf(path: str | Path):
-    """The ``pixelnerf`` baseline: a :class:`~featurenerf.module.FeatureNeRF` checkpoint, eval mode, CPU."""
-    from featurenerf.module import FeatureNeRF
+    """The ``pixelnerf`` baseline: the plain net of a fit checkpoint (:func:`featurenerf.load`), eval
+    mode, CPU, frozen. A missing or unreadable file is a one-line ``DataError`` naming it."""
+    from featurenerf.api import load
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: pixelnerf checkpoint missing (--tasks.pixelnerf_ckpt)")
-    try:
-        model = FeatureNeRF.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any failure to read it is a bad file, said in one line
-        message = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise DataError(f"{path}: not a readable featurenerf checkpoint ({message})") from err
-    model.eval()
-    model.requires_grad_(False)
+    net = load(path)  # CheckpointError (a DataError) names the file
+    net.requires_grad_(False)
     print(f"tasks: pixelnerf baseline from {path}", file=sys.stderr)
-    return model
+    return net
