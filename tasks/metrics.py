@@ -81,7 +81,8 @@ def vote_labels(sources: Sequence[tuple[Tensor, Tensor]], trg_desc: Tensor) -> T
     votes_t, sims_t = torch.stack(votes, 1), torch.stack(sims, 1)  # (N, K)
     n_labels = int(votes_t.max()) + 1
     # A vote counts 1; the summed similarity, scaled into (-0.5, 0.5), only breaks ties between counts.
-    weight = 1.0 + sims_t / (2 * len(sources) + 1)
+    # float32 whatever the matmul gave (bf16 under autocast: trainer.precision auto on a bf16 CPU)
+    weight = 1.0 + sims_t.float() / (2 * len(sources) + 1)
     scores = torch.zeros(len(q), n_labels, device=q.device).scatter_add_(1, votes_t, weight)
     return scores.argmax(dim=1)
 

@@ -226,3 +226,12 @@ def test_checkpoint_from_another_teacher_width_is_refused(trained_run, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and "feature width 152" in err[0] and "24" in err[0]
+
+
+def test_an_integer_limit_of_one_batch_is_a_cap():
+    """``limit_val_batches: 1`` (one batch) in a run's config is dropped by a task validate like any
+    other cap; only the fraction ``1.0`` (all batches) or no limit leaves nothing to drop."""
+    from featurenerf.lightning_cli import caps_val_batches
+
+    assert caps_val_batches(1) and caps_val_batches(6) and caps_val_batches(0.5)
+    assert not caps_val_batches(1.0) and not caps_val_batches(None)

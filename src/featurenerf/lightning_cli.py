@@ -224,7 +224,7 @@ class FeatureNeRFCLI(LightningCLI):
         fit config's quick check during training) is dropped unless the command line sets it."""
         limit = cfg.trainer.get("limit_val_batches")
         typed = any(a.startswith("--trainer.limit_val_batches") for a in getattr(self, "command_line", []))
-        if not expand_tasks(cfg.get("task")) or limit in (None, 1.0) or typed:
+        if not expand_tasks(cfg.get("task")) or not caps_val_batches(limit) or typed:
             return
         cfg.trainer.limit_val_batches = None
         print(
@@ -340,6 +340,12 @@ def _find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> B
         seen.add(id(err))
         err = err.__cause__
     return None
+
+
+def caps_val_batches(limit: int | float | None) -> bool:
+    """Whether ``trainer.limit_val_batches`` leaves batches out: an int counts batches (``1`` is one
+    batch), a float is a fraction (``1.0``: all of them)."""
+    return limit is not None and not (isinstance(limit, float) and limit == 1.0)
 
 
 def run_lightning(command: str, args: list[str]) -> int:
