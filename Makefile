@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv if missing and install featurenerf (editable, dev extras); idempotent
 
 test: $(STAMP) ## Run the test suite (CPU, no downloads)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu and not weights" tests
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 test-all: $(STAMP) ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q tests

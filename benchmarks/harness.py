@@ -34,7 +34,7 @@ def load_config(name: str) -> dict:
     cfg = yaml.safe_load(CONFIGS[name].read_text())
     data = dict(cfg.get("data", {}))
     spec = data.get("teacher")
-    teacher = spec.get("name") if isinstance(spec, dict) else spec
+    teacher = (spec.get("class_path") or spec.get("name")) if isinstance(spec, dict) else spec
     feature_dim = 0 if teacher is None else int(TEACHERS.get(teacher).describe().feature_dim)
     model = dict(cfg.get("model", {}))
     model["feature_dim"] = feature_dim

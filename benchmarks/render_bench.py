@@ -45,7 +45,7 @@ class SampleCounter:
 
 def render(net, row: dict, cond, pose, focal, c, size: int, outputs=("rgb", "depth", "opacity")) -> dict:
     """One full-image render of ``row`` (restores the net's flags afterwards)."""
-    saved = (net.fast_field, net.reuse_coarse, net._scene_bound)
+    saved = (net.fast_field, net.reuse_coarse)
     net.fast_field, net.reuse_coarse = row["fast_field"], row["reuse_coarse"]
     if "bound" in row:
         net.scene_bound = row["bound"]
@@ -53,7 +53,9 @@ def render(net, row: dict, cond, pose, focal, c, size: int, outputs=("rgb", "dep
         with torch.no_grad():
             return net.render_image(cond, pose, focal, c, size, size, outputs, skip_empty=row["skip_empty"])
     finally:
-        net.fast_field, net.reuse_coarse, net._scene_bound = saved
+        net.fast_field, net.reuse_coarse = saved
+        if "bound" in row:
+            net.scene_bound = None  # back to the sphere of scene_radius
 
 
 def time_rows(net, rows: list[str], cond, pose, focal, c, size: int, repeats: int) -> dict:

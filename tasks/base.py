@@ -16,7 +16,6 @@ Third-party tasks register with ``@register_task("name")`` or the ``featurenerf.
 from __future__ import annotations
 
 import abc
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -230,8 +229,3 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def step(self, ctx: TaskContext, item: dict) -> None:
         """Evaluate every method on one pair item and update the metrics (pictures for the first pairs)."""
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON-friendly: NaN → ``None``."""
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value

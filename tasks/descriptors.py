@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from featurenerf.geometry.cameras import project_points, rays_from_pixels, uv_to_grid
+from featurenerf.nerf.renderer import eval_noise
 
 #: Methods that have per-pixel / per-point descriptors (what label-transfer tasks support by default).
 DESCRIPTOR_METHODS = ("featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf")
@@ -99,7 +100,7 @@ def encode_view(net: nn.Module, view: PosedView):
 def render_pixels(
     net: nn.Module, cond, view: PosedView, uv: Tensor, outputs: Sequence[str], chunk: int | None = None
 ) -> dict[str, Tensor]:
-    """Volume-render named outputs at pixel positions of ``view``'s camera (fine pass, deterministic).
+    """Volume-render named outputs at pixel positions of ``view``'s camera (fine pass, seeded jitter).
 
     Args:
         net: a :class:`~featurenerf.nerf.model.FeatureNeRFNet`; cond: its batch-1 conditioning.
@@ -109,9 +110,12 @@ def render_pixels(
     """
     origins, dirs = rays_from_pixels(uv, view.pose, view.focal, view.c)
     chunk = chunk or getattr(net, "chunk", 4096)
+    noise = eval_noise(net, (len(uv),), 0, origins)  # the training sample distribution, seeded
     parts: dict[str, list[Tensor]] = {k: [] for k in outputs}
-    for o, d in zip(origins.split(chunk), dirs.split(chunk)):
-        fine = net.render_rays(cond, o[None], d[None], tuple(outputs), perturb=False, skip_empty=True)["fine"]
+    for start in range(0, len(uv), chunk):
+        sl = slice(start, start + chunk)
+        rays = (origins[None, sl], dirs[None, sl])
+        fine = net.render_rays(cond, *rays, tuple(outputs), skip_empty=True, noise=noise.select(sl))["fine"]
         for k in outputs:
             parts[k].append(fine[k][0])
     return {k: torch.cat(v) if v else uv.new_zeros(0, 0) for k, v in parts.items()}

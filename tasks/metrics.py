@@ -12,6 +12,7 @@ intervals can be bootstrapped over pairs (:meth:`PairMean.per_pair`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,8 @@ def vote_labels(sources: Sequence[tuple[Tensor, Tensor]], trg_desc: Tensor) -> T
     votes_t, sims_t = torch.stack(votes, 1), torch.stack(sims, 1)  # (N, K)
     n_labels = int(votes_t.max()) + 1
     # A vote counts 1; the summed similarity, scaled into (-0.5, 0.5), only breaks ties between counts.
-    weight = 1.0 + sims_t / (2 * len(sources) + 1)
+    # float32 whatever the matmul gave (bf16 under autocast: trainer.precision auto on a bf16 CPU)
+    weight = 1.0 + sims_t.float() / (2 * len(sources) + 1)
     scores = torch.zeros(len(q), n_labels, device=q.device).scatter_add_(1, votes_t, weight)
     return scores.argmax(dim=1)
 
@@ -139,7 +141,16 @@ class PairMean(Metric):
         self.add_state("total", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("pairs", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("values", default=[], dist_reduce_fx="cat")  # (T,) float64 per counted pair
-        self.add_state("pair_ids", default=[], dist_reduce_fx="cat")  # (1,) int64 per counted pair
+        self.add_state("pair_ids", default=[], dist_reduce_fx="cat")  # (1,) float64 per counted pair
+
+    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
+        # A rank without pairs would send torchmetrics' empty placeholder in the default dtype (float32)
+        # while the others send float64: gloo refuses the gather (byte counts differ). Send float64
+        # empties instead (the states are restored from the cache after syncing).
+        for name in ("values", "pair_ids"):
+            if isinstance(getattr(self, name), list) and not getattr(self, name):
+                setattr(self, name, [torch.zeros(0, dtype=torch.float64, device=self.total.device)])
+        super()._sync_dist(*args, **kwargs)
 
     def update(self, value: Tensor | float | None, pair: int = -1) -> None:
         """Add one pair's value (``None``: the pair has nothing to measure and is not counted).
@@ -154,7 +165,7 @@ class PairMean(Metric):
         self.total += v
         self.pairs += 1
         self.values.append(v.clone())
-        self.pair_ids.append(torch.tensor([int(pair)], dtype=torch.long, device=v.device))
+        self.pair_ids.append(torch.tensor([float(pair)], dtype=torch.float64, device=v.device))  # exact
 
     def per_pair(self) -> tuple[Tensor, Tensor]:
         """The counted pairs' indices (P,) and values (P, T), sorted by pair index (all ranks' pairs).
@@ -167,7 +178,7 @@ class PairMean(Metric):
                 values = torch.stack(values) if values else torch.zeros(0, self.size, dtype=torch.float64)
                 ids = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
             values = values.reshape(-1, self.size).cpu()
-            ids = ids.reshape(-1).long().cpu()  # an empty rank sends float
+            ids = ids.reshape(-1).long().cpu()  # stored as float64 (see __init__)
         order = torch.argsort(ids, stable=True)
         return ids[order], values[order]
 

@@ -16,15 +16,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from featurenerf.data.srn import ObjectRecord
+from featurenerf.errors import ConfigError
 
 from .pairs import CrossInstancePair
 
 
 def normalise_shots(shots: int | Sequence[int]) -> tuple[int, ...]:
-    """``5`` or ``[1, 5]`` → sorted distinct positive counts (``ValueError`` naming the option otherwise)."""
+    """``5`` or ``[1, 5]`` → sorted distinct positive counts (a ``ConfigError``, a ``ValueError``, naming the option otherwise)."""
     values = [shots] if isinstance(shots, int) else list(shots)
     if not values or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in values):
-        raise ValueError(f"--tasks.shots: expected positive integers (e.g. 1 or [1, 5]), got {shots!r}")
+        raise ConfigError(f"--tasks.shots: expected positive integers (e.g. 1 or [1, 5]), got {shots!r}")
     return tuple(sorted(set(values)))
 
 

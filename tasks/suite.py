@@ -14,10 +14,11 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from torch.utils.data import DataLoader
 
-from featurenerf.data.srn import DataError
+from featurenerf.errors import ConfigError, DataError
 from featurenerf.io import atomic_write, atomic_write_json
 from featurenerf.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt
 
@@ -83,7 +84,7 @@ class TaskSuite:
         out_dir: str | Path = "outputs/tasks",
         pictures: NonNegativeInt = 2,
         cache_mb: NonNegativeInt = 1024,
-        match_camera: str = "same",
+        match_camera: Literal["same", "nearest"] = "same",
         baseline_min_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[0],
         baseline_max_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[1],
         shots: int | Sequence[int] = 1,
@@ -94,7 +95,7 @@ class TaskSuite:
             raise ValueError("TaskSuite needs at least one task")
         unknown = [m for m in methods or () if m not in METHODS]
         if unknown:
-            raise DataError(f"--tasks.methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+            raise ConfigError(f"--tasks.methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
         self.only = None if methods is None else set(methods)
         self.datamodule = datamodule
         self.image_size = int(image_size or datamodule.image_size)
@@ -262,8 +263,7 @@ class TaskSuite:
             self._prepare(module)
             models = {"model": module.net}
             if self.pixelnerf is not None:
-                self.pixelnerf.to(module.device).eval()
-                models["pixelnerf"] = self.pixelnerf.net
+                models["pixelnerf"] = self.pixelnerf.to(module.device).eval()
             trainer = getattr(module, "_trainer", None)
             sanity = trainer is not None and trainer.sanity_checking
             meta = getattr(self.datamodule, "meta", None)
@@ -375,13 +375,13 @@ class TaskSuite:
 
 
 def check_pair_options(match_camera: str, baseline_min_deg: float, baseline_max_deg: float) -> None:
-    """Refuse, in one line naming the option, pair-protocol options out of range (DataError)."""
+    """Refuse, in one line naming the option, pair-protocol options out of range (ConfigError)."""
     if match_camera not in MATCH_CAMERA:
-        raise DataError(
+        raise ConfigError(
             f"--tasks.match_camera: expected one of {', '.join(MATCH_CAMERA)}, got {match_camera!r}"
         )
     if not 0.0 <= baseline_min_deg <= baseline_max_deg <= 180.0:
-        raise DataError(
+        raise ConfigError(
             "--tasks.baseline_min_deg / --tasks.baseline_max_deg: need 0 <= min <= max <= 180 degrees, "
             f"got {baseline_min_deg:g} and {baseline_max_deg:g}"
         )
@@ -425,18 +425,14 @@ def results_table(results: dict, header: str = "", notes: Sequence[str] = ()) ->
 
 
 def load_pixelnerf(path: str | Path):
-    """The ``pixelnerf`` baseline: a :class:`~featurenerf.module.FeatureNeRF` checkpoint, eval mode, CPU."""
-    from featurenerf.module import FeatureNeRF
+    """The ``pixelnerf`` baseline: the plain net of a fit checkpoint (:func:`featurenerf.load`), eval
+    mode, CPU, frozen. A missing or unreadable file is a one-line ``DataError`` naming it."""
+    from featurenerf.api import load
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: pixelnerf checkpoint missing (--tasks.pixelnerf_ckpt)")
-    try:
-        model = FeatureNeRF.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any failure to read it is a bad file, said in one line
-        message = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise DataError(f"{path}: not a readable featurenerf checkpoint ({message})") from err
-    model.eval()
-    model.requires_grad_(False)
+    net = load(path)  # CheckpointError (a DataError) names the file
+    net.requires_grad_(False)
     print(f"tasks: pixelnerf baseline from {path}", file=sys.stderr)
-    return model
+    return net

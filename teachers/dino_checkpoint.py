@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from featurenerf.errors import CheckpointError  # importable from here too, as before
+
 _BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
 _BLOCK_NAMES = {
     "norm1": "layernorm_before",
@@ -41,10 +43,6 @@ _TOP_NAMES = {
 }
 #: DINO's ViTs all use 64-channel heads (ViT-S: 6 heads, ViT-B: 12); the weights cannot tell us.
 HEAD_DIM = 64
-
-
-class CheckpointError(ValueError):
-    """The file is not a readable DINO ViT checkpoint; the message names the file."""
 
 
 def load_dino_pth(path: str | Path, trust_checkpoint: bool = False) -> dict[str, Tensor]:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from featurenerf.errors import ConfigError
+
 from .base import Teacher, TeacherInfo, ViewSource, register_teacher
 
 
@@ -40,7 +42,7 @@ class PartsOracle(Teacher):
     def __init__(self, num_parts: int = 5, stride: int = 8) -> None:
         super().__init__()
         if num_parts < 2 or stride < 1:
-            raise ValueError(f"parts_oracle needs num_parts >= 2 and stride >= 1, got {num_parts}, {stride}")
+            raise ConfigError(f"parts_oracle needs num_parts >= 2 and stride >= 1, got {num_parts}, {stride}")
         self.num_parts = int(num_parts)
         self._stride = int(stride)
 

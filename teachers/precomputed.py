@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 
 from featurenerf.data.npz import load_npz
-from featurenerf.data.srn import DataError, ObjectRecord
+from featurenerf.data.srn import ObjectRecord
+from featurenerf.errors import ConfigError, DataError
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Teacher, TeacherInfo, register_teacher
 
@@ -55,20 +56,20 @@ def _declared(folder: Path, given: dict[str, int | None]) -> dict[str, int]:
         try:
             raw = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: malformed JSON ({err})") from None
+            raise DataError(f"{path}: malformed JSON ({err})") from None
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected {{'feature_dim', 'stride', 'input_size'}}")
+            raise DataError(f"{path}: expected {{'feature_dim', 'stride', 'input_size'}}")
         for k in _FIELDS:
             out.setdefault(k, raw.get(k))
     missing = [k for k in _FIELDS if out.get(k) is None]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"precomputed teacher: {', '.join(missing)} unknown; pass them (data.teacher.{missing[0]}) "
             f"or write {path}"
         )
     bad = [k for k in _FIELDS if not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] < 1]
     if bad:
-        raise ValueError(f"precomputed teacher: {bad[0]} must be a positive integer, got {out[bad[0]]!r}")
+        raise ConfigError(f"precomputed teacher: {bad[0]} must be a positive integer, got {out[bad[0]]!r}")
     return out
 
 
@@ -94,9 +95,9 @@ class PrecomputedTeacher(Teacher):
         super().__init__()
         folder = Path(features).expanduser()
         if not folder.is_dir():
-            raise ValueError(f"precomputed teacher: features folder {folder} does not exist")
+            raise ConfigError(f"precomputed teacher: features folder {folder} does not exist")
         if layout not in LAYOUTS:
-            raise ValueError(
+            raise ConfigError(
                 f"precomputed teacher: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}"
             )
         self.folder = folder.resolve()

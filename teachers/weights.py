@@ -17,14 +17,9 @@ from pathlib import Path
 
 import torch
 
+from featurenerf.errors import WeightsNotFoundError  # importable from here too, as before
+
 _SAMPLE = 1 << 20  # bytes hashed at each end of a large file
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Teacher weights are neither on disk nor obtainable; the message says what to pass."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def is_hub_id(weights: str) -> bool:

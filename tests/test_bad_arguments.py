@@ -54,8 +54,24 @@ def test_unknown_teacher_lists_the_known_ones(fit, capfd):
 
 
 def test_unknown_teacher_inside_a_mapping(fit, capfd):
-    rc, err = _run(fit('--data.teacher={"name": "nope", "weights": null}'), capfd)
+    rc, err = _run(fit('--data.teacher={"class_path": "nope", "init_args": {"weights": null}}'), capfd)
     assert rc == 2 and len(err) == 1 and "unknown teacher 'nope'; known teachers:" in err[0]
+
+
+def test_misspelled_teacher_option_fails_at_parse_time(fit, capfd):
+    rc, err = _run(fit("--data.teacher.init_args.wieghts=x"), capfd)
+    assert rc == 2 and len(err) == 1
+    teacher = "featurenerf.teachers.efficientnet.EfficientNetLite0Teacher"  # the toy config's
+    assert err[0].startswith(f"featurenerf: error: data.teacher: {teacher}")
+    assert "does not accept option 'wieghts'" in err[0]
+    # The mapping form of older configs is checked the same way.
+    rc, err = _run(fit('--data.teacher={"name": "hed_vgg16", "wieghts": "x"}'), capfd)
+    assert rc == 2 and len(err) == 1 and "does not accept option 'wieghts'" in err[0]
+
+
+def test_misspelled_task_option_fails_at_parse_time(fit, capfd):
+    rc, err = _run(fit("--tasks.num_paris=3"), capfd)
+    assert rc == 2 and len(err) == 1 and "--tasks.num_paris" in err[0]
 
 
 def test_unknown_task_lists_tasks_and_groups(toy_root, tmp_path, capfd):

@@ -132,10 +132,12 @@ def test_teacher_configs_compose(config):
         run=False,
     )
     parsed = cli.config.data.teacher
-    assert dict(parsed) == spec
+    cls = TEACHERS.get(spec["class_path"])  # the config names the teacher by its registry name
+    assert parsed.class_path == f"{cls.__module__}.{cls.__qualname__}"
+    kwargs = spec.get("init_args") or {}
+    assert {k: parsed.init_args[k] for k in kwargs} == kwargs
     assert cli.config.data.image_size == 64  # the rest of the toy config is kept
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    inspect.signature(TEACHERS.get(spec["name"])).bind(**kwargs)  # every key is a constructor argument
+    inspect.signature(cls).bind(**kwargs)  # every key is a constructor argument
 
 
 def test_missing_data_root_is_one_clear_line(tmp_path, capsys):
@@ -149,7 +151,7 @@ def test_fast_dev_run_fit(toy_root, tmp_path):
     runs = tmp_path / "runs"
     assert main(tiny_fit_args(toy_root, runs, "--trainer.fast_dev_run=true")) == 0
     (run,) = [p for p in runs.iterdir() if (p / "config.yaml").exists()]
-    assert "efficientnet_lite0" in (run / "config.yaml").read_text()
+    assert "featurenerf.teachers.efficientnet.EfficientNetLite0Teacher" in (run / "config.yaml").read_text()
     assert any((runs / "cache").rglob("*.safetensors"))  # the teacher cache was filled on first fit
 
 
@@ -224,3 +226,12 @@ def test_checkpoint_from_another_teacher_width_is_refused(trained_run, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and "feature width 152" in err[0] and "24" in err[0]
+
+
+def test_an_integer_limit_of_one_batch_is_a_cap():
+    """``limit_val_batches: 1`` (one batch) in a run's config is dropped by a task validate like any
+    other cap; only the fraction ``1.0`` (all batches) or no limit leaves nothing to drop."""
+    from featurenerf.lightning_cli import caps_val_batches
+
+    assert caps_val_batches(1) and caps_val_batches(6) and caps_val_batches(0.5)
+    assert not caps_val_batches(1.0) and not caps_val_batches(None)

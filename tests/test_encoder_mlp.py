@@ -294,21 +294,24 @@ def test_mlp_combine_after_last_block_averages_outputs():
 def test_mlp_latent_enters_only_the_first_n_inject_blocks():
     mlp = small_mlp()  # 5 blocks, n_inject 3, combine 3
     randomise_blocks(mlp)
-    ins, outs = {}, {}
-    hooks = []
-    for i, b in enumerate(mlp.blocks):
-        hooks.append(b.register_forward_pre_hook(lambda _m, a, i=i: ins.__setitem__(i, a[0])))
-        hooks.append(b.register_forward_hook(lambda _m, _a, o, i=i: outs.__setitem__(i, o)))
+    ins = {}
+    hooks = [
+        b.register_forward_pre_hook(lambda _m, a, i=i: ins.__setitem__(i, a[0].clone()))
+        for i, b in enumerate(mlp.blocks)
+    ]
     x, lat = torch.randn(1, 1, 4, 6), torch.randn(1, 1, 4, 5)
     with torch.no_grad():
         mlp(x, lat)
-    for h in hooks:
-        h.remove()
-    # Block 0 input = lin_in(x) + lin_z[0](latent); block i input = block i-1 output (+ lin_z[i] for i < 3).
-    torch.testing.assert_close(ins[0], mlp.lin_in(x) + mlp.lin_z[0](lat))
-    for i in range(1, 5):
-        injected = mlp.lin_z[i](lat) if i < 3 else torch.zeros_like(outs[i - 1])
-        torch.testing.assert_close(ins[i] - outs[i - 1], injected, atol=1e-6, rtol=0)
+        for h in hooks:
+            h.remove()
+        # Block 0 input = lin_in(x) + lin_z[0](latent); block i input = block i-1 of its input
+        # (+ lin_z[i] for i < 3).
+        torch.testing.assert_close(ins[0], mlp.lin_in(x) + mlp.lin_z[0](lat))
+        for i in range(1, 5):
+            prev = mlp.blocks[i - 1]
+            plain = ins[i - 1] + prev.fc1(torch.relu(prev.fc0(torch.relu(ins[i - 1]))))
+            injected = mlp.lin_z[i](lat) if i < 3 else torch.zeros_like(plain)
+            torch.testing.assert_close(ins[i] - plain, injected, atol=1e-6, rtol=0)
 
 
 def test_mlp_output_depends_on_latent_with_gradient():

@@ -30,6 +30,9 @@ def test_one_source_is_the_one_shot_transfer_and_the_majority_wins():
     # in a (label 2, cosine 1) and only near (e1 + e2) / sqrt(2) in f (label 7, cosine 0.71).
     f = (torch.stack([e[0], (e[1] + e[2]) / 2**0.5]), torch.tensor([8, 7]))
     assert vote_labels([a, f], trg)[1] == 2 and vote_labels([f, a], trg)[1] == 2
+    # Under bf16 autocast (trainer.precision auto on a CPU with bf16) the vote is the same.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert vote_labels([a, b, c], trg).tolist() == [1, 2]
 
 
 def test_extra_sources_are_other_objects_with_the_view_and_nest():

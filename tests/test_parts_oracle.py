@@ -100,7 +100,7 @@ def test_through_the_feature_cache(toy_root, tmp_path):
     labels = np.asarray(Image.open(part_file)).copy()
     labels[labels == 1] = 2
     Image.fromarray(labels).save(part_file)
-    with pytest.raises(CacheError, match="the object's images or annotations changed"):
+    with pytest.raises(CacheError, match="the object's images or the teacher's own files changed"):
         cache.load(record, [0])
     assert cache.ensure([record], progress=False).rebuilt == 1
     assert cache.load(record, [0])[0, 1].max() == 0  # no part 1 left in view 0

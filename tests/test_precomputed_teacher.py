@@ -75,7 +75,7 @@ def test_maps_equal_the_teachers_and_an_edit_is_noticed(toy_root, exported, tmp_
     try:
         np.save(path, (saved * 0.5).astype(np.float16))
         with pytest.raises(
-            CacheError, match=r"stale feature cache file \(the object's images or feature file"
+            CacheError, match=r"stale feature cache file \(the object's images or the teacher's own files"
         ):
             pre.load(record, [0])
         report = pre.ensure([record], progress=False)

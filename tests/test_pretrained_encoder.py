@@ -127,6 +127,7 @@ def test_unreadable_encoder_weights_are_one_line(toy_root, tmp_path):
     args += [
         f"--model.encoder_weights={junk}",
         "--data.teacher=null",
+        "--trainer.precision=32-true",  # auto would say which precision it chose, in a line of its own
         f"--trainer.default_root_dir={tmp_path}",
     ]
     code = "import sys; from featurenerf.cli import main; sys.exit(main(sys.argv[1:]))"

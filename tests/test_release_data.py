@@ -180,7 +180,8 @@ def test_fit_one_step_and_validate_every_task_from_the_cli(release_root, tmp_pat
     )
     assert rc == 0, capsys.readouterr().err
     results = json.loads((run / "tasks" / "results.json").read_text())
-    assert set(results) == {"part_seg_2d", "part_seg_3d", "keypoints_2d", "keypoints_3d", "novel_view"}
+    tasks = {"part_seg_2d", "part_seg_3d", "keypoints_2d", "keypoints_3d", "novel_view"}
+    assert set(results) == tasks | {"protocol"}
     for task in ("part_seg_2d", "part_seg_3d", "keypoints_2d", "keypoints_3d"):
         for method in ("featurenerf", "featurenerf_v", "teacher_2d"):
             values = results[task][method]

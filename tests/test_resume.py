@@ -251,6 +251,8 @@ PLAIN_WRITES_ALLOWED = {
     ("src/featurenerf/data/synth/generate.py", "render_object"): "staging folder",
     ("src/featurenerf/data/synth/generate.py", "_write_png"): "staging folder",
     ("src/featurenerf/data/synth/generate.py", "_write_npz"): "staging folder",
+    # a child process's log, appended to while the job runs (a log, not a result: partial is honest)
+    ("src/featurenerf/results/runner.py", "_loop"): "job log stream",
 }
 _WRITE_METHODS = {"write_text", "write_bytes", "save", "savez", "savez_compressed", "save_file", "to_csv"}
 _WRITE_FUNCTIONS = {

@@ -17,14 +17,13 @@ from typing import Any
 
 import torch
 
-from featurenerf.data.srn import DataError
+from featurenerf.errors import CheckpointError
 
 #: How a CLI user says "I trust this file" (Lightning's ``fit/validate --weights_only`` argument).
 CLI_TRUST_HINT = "if you trust the file, pass --weights_only=false"
 
 
-class CheckpointError(DataError):
-    """A checkpoint that cannot be read, or would need unpickling arbitrary objects; names the file."""
+__all__ = ["CLI_TRUST_HINT", "CheckpointError", "load_checkpoint_file"]
 
 
 def _unpickler_reason(message: str) -> str:

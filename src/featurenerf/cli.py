@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from featurenerf.errors import FeatureNeRFError
+
 LIGHTNING_COMMANDS = {
     "fit": "Train a model (featurenerf fit --config configs/toy_cars.yaml)",
     "validate": "Evaluate novel views and tasks (--task part_seg keypoints ...); defaults to the latest run",
@@ -59,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as err:
             print(f"featurenerf: error: command {command!r} is unavailable ({err})", file=sys.stderr)
             return 2
-        return int(module.main(rest) or 0)
+        try:
+            return int(module.main(rest) or 0)
+        except FeatureNeRFError as err:  # one line naming the file/option; no traceback
+            print(f"featurenerf: error: {err}", file=sys.stderr)
+            return 2
     known = ", ".join([*LIGHTNING_COMMANDS, *COMMANDS])
     print(f"featurenerf: error: unknown command {command!r}; choose from {known}", file=sys.stderr)
     return 2

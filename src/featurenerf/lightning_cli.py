@@ -20,11 +20,16 @@ from lightning.pytorch.cli import LightningCLI
 
 from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
+from featurenerf.cli_types import accept_registry_names, short_parse_error
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
-from featurenerf.module import FeatureNeRF, TrainingDiverged
+from featurenerf.errors import ConfigError, DataError, FeatureNeRFError, UnknownNameError
+from featurenerf.module import FeatureNeRF
 from featurenerf.precision import resolve_precision
 from featurenerf.progress import ProgressLog, default_progress_bar, format_duration
-from featurenerf.ranges import PositiveInt, range_error_message
+from featurenerf.ranges import range_error_message
+from featurenerf.teachers import TEACHERS, Teacher
+
+accept_registry_names(Teacher, TEACHERS)  # data.teacher: hed_vgg16 (or a plugin's name) is a class path
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
 AUTO_PRECISION_HELP = "bf16-mixed on a CPU with amx_bf16/avx512_bf16 or a bf16 GPU, else 32-true"
@@ -47,7 +52,6 @@ def expand_tasks(names: list[str] | None) -> list[str]:
                 if task not in out:
                     out.append(task)
     if out:
-        from featurenerf.registry import UnknownNameError
         from featurenerf.tasks import TASKS
 
         unknown = [t for t in out if t not in TASKS]
@@ -105,59 +109,12 @@ class FeatureNeRFCLI(LightningCLI):
             help="tasks to evaluate as validation loops: keypoints_2d keypoints_3d part_seg_2d part_seg_3d "
             "novel_view, or the groups part_seg / keypoints",
         )
-        parser.add_argument(
-            "--tasks.num_pairs", type=PositiveInt, default=1000, help="pairs per kind (paper: 1000)"
-        )
-        parser.add_argument(
-            "--tasks.pairs_file", type=str | None, default=None, help="FeatureNeRF pairs JSON"
-        )
-        parser.add_argument("--tasks.split", type=str, default="test", help="split pairs are drawn from")
-        parser.add_argument("--tasks.seed", type=int, default=0)
-        parser.add_argument(
-            "--tasks.pixelnerf_ckpt",
-            type=str | None,
-            default=None,
-            help="checkpoint of a model trained without distillation",
-        )
-        parser.add_argument(
-            "--tasks.image_size", type=PositiveInt | None, default=None, help="default: data.image_size"
-        )
-        parser.add_argument(
-            "--tasks.match_camera",
-            type=Literal["same", "nearest"],
-            default="same",
-            help="cross-instance pairs: the same view index, refused unless it is the same camera on both "
-            "objects (same), or the target's camera nearest in viewing direction (nearest)",
-        )
-        parser.add_argument(
-            "--tasks.baseline_min_deg",
-            type=float,
-            default=15.0,
-            help="smallest angle between the viewing directions of a drawn cross-view pair",
-        )
-        parser.add_argument(
-            "--tasks.baseline_max_deg",
-            type=float,
-            default=60.0,
-            help="largest angle between the viewing directions of a drawn cross-view pair",
-        )
-        parser.add_argument(
-            "--tasks.shots",
-            type=int | list[int],
-            default=1,
-            help="annotated source objects per cross-instance part pair (few-shot vote); [1, 5] reports both",
-        )
-        parser.add_argument(
-            "--tasks.methods",
-            type=list[str] | None,
-            default=None,
-            help="compare only these methods (default: every available one)",
-        )
-        parser.add_argument(
-            "--tasks.cache_mb",
-            type=int,
-            default=1024,
-            help="memory budget of the rendered-descriptor cache (MB); descriptors that do not fit are re-rendered",
+        # Every TaskSuite option is a --tasks.* argument, straight from its signature (a new constructor
+        # argument needs no wiring here); the CLI supplies the rest when it builds the suite.
+        from featurenerf.tasks.suite import TaskSuite
+
+        parser.add_class_arguments(
+            TaskSuite, "tasks", skip={"tasks", "datamodule", "out_dir"}, instantiate=False, fail_untyped=True
         )
         _accept_auto_precision(parser)
 
@@ -179,7 +136,7 @@ class FeatureNeRFCLI(LightningCLI):
 
     def _check_arguments(self) -> None:
         """Refuse, right after parsing (before seeding or building anything), what is certain to fail:
-        an unknown task or teacher name, a data root that is missing or a file, a missing --ckpt_path."""
+        an unknown task name (teachers and task options are checked by the parser), a data root that is missing or a file, a missing --ckpt_path."""
         sub = self.config.get("subcommand")
         if sub is None:  # parse-and-build only (tests, notebooks)
             return
@@ -189,25 +146,15 @@ class FeatureNeRFCLI(LightningCLI):
 
             t = cfg.tasks
             check_pair_options(t.match_camera, t.baseline_min_deg, t.baseline_max_deg)
-        spec = cfg.data.teacher
-        name = spec if isinstance(spec, str) else getattr(spec, "get", lambda _k: None)("name")
-        if isinstance(name, str) and "." not in name:  # a registry name; dotted class paths import later
-            from featurenerf.registry import UnknownNameError
-            from featurenerf.teachers import TEACHERS
-
-            try:
-                TEACHERS.get(name)
-            except UnknownNameError as err:
-                raise UnknownNameError(f"data.teacher: {err}") from None
         require_data_root(cfg.data.root)
         if cfg.model.far <= cfg.model.near:  # each is range-checked by its type, the pair only here
-            from featurenerf.data.srn import DataError
-
-            raise DataError(f"model.far: {cfg.model.far} must be greater than model.near ({cfg.model.near})")
+            raise ConfigError(
+                f"model.far: {cfg.model.far} must be greater than model.near ({cfg.model.near})"
+            )
         ckpt = cfg.get("ckpt_path")
         named = ckpt in ("last", "best", "hpc", "registry") or "://" in str(ckpt)
         if ckpt and not named and not Path(ckpt).is_file():
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"--ckpt_path {ckpt}: no such checkpoint file; pass a run's checkpoints/last.ckpt "
                 "(or --ckpt_path last to resume the latest run)"
             )
@@ -236,7 +183,7 @@ class FeatureNeRFCLI(LightningCLI):
             if cfg.ckpt_path == "last":
                 run = latest_run(root)
                 if run is None or not (run / "checkpoints" / "last.ckpt").exists():
-                    raise FileNotFoundError(
+                    raise ConfigError(
                         f"--ckpt_path last: no run with checkpoints/last.ckpt under {root}; "
                         "start one with featurenerf fit, or set --trainer.default_root_dir to its runs folder"
                     )
@@ -277,7 +224,7 @@ class FeatureNeRFCLI(LightningCLI):
         fit config's quick check during training) is dropped unless the command line sets it."""
         limit = cfg.trainer.get("limit_val_batches")
         typed = any(a.startswith("--trainer.limit_val_batches") for a in getattr(self, "command_line", []))
-        if not expand_tasks(cfg.get("task")) or limit in (None, 1.0) or typed:
+        if not expand_tasks(cfg.get("task")) or not caps_val_batches(limit) or typed:
             return
         cfg.trainer.limit_val_batches = None
         print(
@@ -313,23 +260,9 @@ class FeatureNeRFCLI(LightningCLI):
         if tasks:
             from featurenerf.tasks.suite import TaskSuite
 
-            t = cfg.tasks
+            options = cfg.tasks.as_dict() if hasattr(cfg.tasks, "as_dict") else dict(cfg.tasks)
             self.model.tasks = TaskSuite(
-                tasks,
-                datamodule=self.datamodule,
-                num_pairs=t.num_pairs,
-                pairs_file=t.pairs_file,
-                split=t.split,
-                seed=t.seed,
-                pixelnerf_ckpt=t.pixelnerf_ckpt,
-                image_size=t.image_size,
-                out_dir=self.run_dir / "tasks",
-                match_camera=t.match_camera,
-                baseline_min_deg=t.baseline_min_deg,
-                baseline_max_deg=t.baseline_max_deg,
-                shots=t.shots,
-                cache_mb=t.cache_mb,
-                methods=t.methods,
+                tasks, datamodule=self.datamodule, out_dir=self.run_dir / "tasks", **options
             )
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 
@@ -338,8 +271,6 @@ def check_checkpoint_width(ckpt_path: str | None, model: FeatureNeRF, trust: boo
     """Refuse, in one line, a checkpoint whose feature head has another width than the teacher gives."""
     if not ckpt_path or not Path(ckpt_path).is_file():
         return
-    from featurenerf.data.srn import DataError
-
     ckpt = load_checkpoint_file(ckpt_path, trust=trust, mmap=True)
     width = ckpt.get("hyper_parameters", {}).get("feature_dim")
     if width is not None and width != model.net.feature_dim:
@@ -384,13 +315,13 @@ def _implicit_validate_args(command: str, args: list[str]) -> list[str]:
         return args
     run = latest_run(Path(DEFAULT_RUNS_ROOT))
     if run is None:
-        raise FileNotFoundError(
+        raise ConfigError(
             f"{command}: no --config/--ckpt_path given and no run under {DEFAULT_RUNS_ROOT}/ "
             "(train one with `featurenerf fit --config configs/toy_cars.yaml`)"
         )
     last = run / "checkpoints" / "last.ckpt"
     if not last.exists():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"{command}: latest run {run} has no checkpoints/last.ckpt; pass --ckpt_path and --config"
         )
     print(
@@ -411,11 +342,14 @@ def _find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> B
     return None
 
 
+def caps_val_batches(limit: int | float | None) -> bool:
+    """Whether ``trainer.limit_val_batches`` leaves batches out: an int counts batches (``1`` is one
+    batch), a float is a fraction (``1.0``: all of them)."""
+    return limit is not None and not (isinstance(limit, float) and limit == 1.0)
+
+
 def run_lightning(command: str, args: list[str]) -> int:
     """Run a LightningCLI subcommand; our own errors print one line and return 2."""
-    from featurenerf.data.srn import DataError
-    from featurenerf.registry import UnknownNameError
-
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     import featurenerf.teachers as teachers
@@ -429,20 +363,8 @@ def run_lightning(command: str, args: list[str]) -> int:
     warnings.filterwarnings(
         "ignore", message=r"You're resuming from a checkpoint that ended before the epoch"
     )
-    from featurenerf.data.feature_cache import CacheError
-    from featurenerf.nerf.encoder import EncoderWeightsError
-    from featurenerf.teachers.dino_checkpoint import CheckpointError as TeacherCheckpointError
-
     # Errors whose message is already one line naming the file/setting and what to do.
-    ours = (
-        DataError,
-        EncoderWeightsError,
-        UnknownNameError,
-        TrainingDiverged,
-        FileNotFoundError,
-        CacheError,
-        TeacherCheckpointError,
-    )
+    ours = (FeatureNeRFError, FileNotFoundError)
     owns_run_dir = RUN_DIR_ENV not in os.environ  # DDP workers inherit it; a later in-process run must not
     started = time.monotonic()
     try:
@@ -460,7 +382,7 @@ def run_lightning(command: str, args: list[str]) -> int:
             parser_kwargs={"exit_on_error": False},
         )
     except ArgumentError as err:  # an unknown key, a bad value: jsonargparse's message, on one line
-        message = range_error_message(str(err)) or " ".join(str(err).split())
+        message = range_error_message(str(err)) or short_parse_error(str(err))
         print(f"featurenerf: error: {message}; see `featurenerf {command} --help`", file=sys.stderr)
         return 2
     except Exception as err:

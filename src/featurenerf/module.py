@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from featurenerf.cpu_allocator import keep_freed_memory
+from featurenerf.errors import TrainingDiverged  # importable from here too, as before
 from featurenerf.image_metrics import psnr_uint8, ssim_uint8
 from featurenerf.nerf.encoder import EncoderName
 from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
@@ -43,10 +44,6 @@ def coord_loss(residual: Tensor, kind: str) -> Tensor:
     if kind == "release":
         return residual.pow(2).mean()
     return residual.pow(2).sum(-1).mean()
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many steps had non-finite losses or gradients."""
 
 
 class FeatureNeRF(L.LightningModule):

@@ -14,15 +14,10 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Generic, TypeVar
 
+from featurenerf.errors import UnknownNameError  # importable from here too, as before
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-class UnknownNameError(KeyError):
-    """Raised for a name that is not registered; the message lists the registered names."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want a plain readable line
-        return str(self.args[0])
 
 
 class Registry(Generic[T]):

@@ -168,6 +168,9 @@ def render_orbit(
                 height,
                 width,
                 outputs,
+                # Pictures and exported surfaces, not metrics: the stratum midpoints keep every orbit
+                # frame's samples on the same depths (evaluation renders sample like training instead).
+                jitter_seed=None,
             )
             rgb.append(out["rgb"][0].cpu())
             depth.append(out["depth"][0].cpu())

@@ -69,11 +69,6 @@ def _release(record: ObjectRecord):  # -> the featurenerf.data.release module, o
     return release
 
 
-def dataset_root(record: ObjectRecord) -> Path:
-    """The dataset root holding ``meta.json``: two levels above the object folder."""
-    return record.directory.parent.parent
-
-
 def read_meta(root: Path, category: str | None = None) -> Meta:
     """Parse and validate ``<root>/meta.json``; for the release's layout, its header (see
     :func:`featurenerf.data.release.read_release_meta`, which ``category`` narrows to one synset).

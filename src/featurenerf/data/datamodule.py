@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from featurenerf.data.datasets import DrawSampler, NovelViews, ObjectViews, TrainRays
 from featurenerf.data.srn import DataError, ObjectRecord
 from featurenerf.ranges import NonNegativeInt, PositiveInt
+from featurenerf.teachers.base import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class FeatureNeRFData(L.LightningDataModule):
         format: str = "auto",
         image_size: PositiveInt = 128,
         background: str | None = None,
-        teacher: str | dict | None = "hed_vgg16",
+        teacher: Teacher | None = "hed_vgg16",  # type: ignore[assignment]  (a registry name)
         cache_dir: str | None = None,
         num_src_views: PositiveInt = 1,
         rays_per_object: PositiveInt = 128,

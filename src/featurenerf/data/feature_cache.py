@@ -17,6 +17,8 @@ a file behind.
 
 from __future__ import annotations
 
+from featurenerf.errors import CacheError  # importable from here too, as before
+
 import dataclasses
 import hashlib
 import os
@@ -35,14 +37,6 @@ from featurenerf.io import atomic_save_via
 
 FORMAT_VERSION = "1"
 _FP16_MAX = float(torch.finfo(torch.float16).max)
-
-
-class CacheError(RuntimeError):
-    """A cache file is missing, stale or corrupt; the message names the file and the problem."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = Path(path), reason
 
 
 @dataclasses.dataclass

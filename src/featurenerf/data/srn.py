@@ -14,6 +14,8 @@ real SRN car in ``../shared/data/srn_cars_real`` pins this down.
 
 from __future__ import annotations
 
+from featurenerf.errors import DataError  # importable from here too, as before
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +25,6 @@ import torch
 from PIL import Image
 
 SPLITS = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """A dataset file is missing or malformed; the message names the file and the problem in one line."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from featurenerf.errors import CheckpointError
 from featurenerf.nerf import efficientnet_lite as lite
 
 #: ``model.encoder`` values.
@@ -26,8 +27,9 @@ EncoderName = Literal["resnet34", "efficientnet_lite0"]
 RANDOM = "random"
 
 
-class EncoderWeightsError(ValueError):
-    """Encoder weights that are missing, unreadable or of another architecture; one line naming the file."""
+class EncoderWeightsError(CheckpointError):
+    """Encoder weights that are missing, unreadable or of another architecture; one line naming the file
+    (a :class:`~featurenerf.errors.CheckpointError`, so a ``DataError`` and a ``ValueError`` too)."""
 
 
 _LAYER_CHANNELS = (64, 64, 128, 256, 512)  # conv1, layer1, layer2, layer3, layer4

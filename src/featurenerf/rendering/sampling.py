@@ -1,29 +1,92 @@
 """Where to evaluate the field along each ray (pixelNeRF's coarse/fine scheme).
 
 All functions take ray parameters ``z`` in the units of unit-length ray directions (distance from the
-camera centre) and return ``(R, n)`` tensors. ``perturb=False`` gives deterministic samples (used at
-evaluation) so renders are reproducible.
+camera centre) and return ``(R, n)`` tensors. ``perturb=True`` draws the jitter from ``generator``
+(training); ``noise`` passes it pre-drawn (:class:`SampleNoise`: evaluation renders draw it from a fixed
+seed for the whole image, so they follow the training distribution, are reproducible and do not depend on
+how the image is split into chunks); ``perturb=False`` without ``noise`` gives the deterministic
+midpoints (and ``n`` copies of the coarse depth for the depth-guided samples).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 
+@dataclass
+class SampleNoise:
+    """Pre-drawn randomness of one perturbed coarse/fine sampling, per ray.
+
+    Attributes:
+        stratified: (..., n_coarse) uniform jitter inside each stratum.
+        importance: (..., n_fine) uniform inverse-CDF positions.
+        depth: (..., n_fine_depth) standard normal offsets around the coarse depth.
+    """
+
+    stratified: Tensor
+    importance: Tensor
+    depth: Tensor
+
+    @classmethod
+    def draw(
+        cls,
+        shape: tuple[int, ...],
+        counts: tuple[int, int, int],
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> SampleNoise:
+        """Noise for rays of ``shape`` and (n_coarse, n_fine, n_fine_depth) samples, drawn from
+        ``generator`` in the order (and with the flat shapes) a perturbed render draws it, so a render
+        with this noise equals a ``perturb=True`` render with a generator in the same state."""
+        rays = 1
+        for n in shape:
+            rays *= n
+        device = generator.device if generator is not None else None
+        kw = dict(generator=generator, dtype=dtype, device=device)
+        n_c, n_f, n_d = counts
+        stratified = torch.rand((rays, n_c), **kw)
+        importance = torch.rand((rays, n_f), **kw)
+        depth = torch.randn((rays, n_d), **kw)
+        return cls(*(t.reshape(*shape, -1) for t in (stratified, importance, depth)))
+
+    def select(self, index: tuple | slice) -> SampleNoise:
+        """The noise of the rays ``index`` (any tensor index over the leading ray dimensions)."""
+        return SampleNoise(self.stratified[index], self.importance[index], self.depth[index])
+
+    def flat(self) -> SampleNoise:
+        """Every field as (R, n)."""
+        return SampleNoise(
+            *(t.reshape(-1, t.shape[-1]) for t in (self.stratified, self.importance, self.depth))
+        )
+
+    def to(self, device: torch.device | str) -> SampleNoise:
+        return SampleNoise(self.stratified.to(device), self.importance.to(device), self.depth.to(device))
+
+
 def stratified_samples(
-    near: Tensor, far: Tensor, n: int, perturb: bool = True, generator: torch.Generator | None = None
+    near: Tensor,
+    far: Tensor,
+    n: int,
+    perturb: bool = True,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """One sample in each of ``n`` equal strata of ``[near, far]``.
 
     Args:
         near, far: (R,) per-ray bounds.
         perturb: uniform jitter inside each stratum; otherwise the stratum's midpoint.
+        noise: (R, n) pre-drawn jitter in [0, 1) (:class:`SampleNoise`), used instead of drawing.
     Returns:
         (R, n) increasing sample depths.
     """
     steps = torch.arange(n, device=near.device, dtype=near.dtype) / n
-    if perturb:
+    if noise is not None:
+        jitter = noise.to(near.dtype)
+    elif perturb:
         jitter = torch.rand((near.shape[0], n), device=near.device, dtype=near.dtype, generator=generator)
     else:
         jitter = torch.full((near.shape[0], n), 0.5, device=near.device, dtype=near.dtype)
@@ -38,6 +101,7 @@ def importance_samples(
     n: int,
     perturb: bool = True,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Inverse-CDF samples from the piecewise-constant density given by coarse weights over the
     coarse strata (pixelNeRF's fine sampling: the coarse pass's ``K`` equal strata of ``[near, far]``
@@ -47,6 +111,7 @@ def importance_samples(
         weights: (R, K) coarse compositing weights (treated as constants: no gradient flows back).
         near, far: (R,).
         n: samples per ray.
+        noise: (R, n) pre-drawn uniform positions (:class:`SampleNoise`), used instead of drawing.
     Returns:
         (R, n) sample depths (unsorted).
     """
@@ -55,7 +120,9 @@ def importance_samples(
     pdf = w / w.sum(-1, keepdim=True)
     cdf = torch.cumsum(pdf, -1)
     cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)  # (R, K + 1), from 0 to 1
-    if perturb:
+    if noise is not None:
+        u = noise.to(w.dtype)
+    elif perturb:
         u = torch.rand((w.shape[0], n), device=w.device, dtype=w.dtype, generator=generator)
     else:
         u = ((torch.arange(n, device=w.device, dtype=w.dtype) + 0.5) / n).expand(w.shape[0], n)
@@ -76,17 +143,21 @@ def depth_guided_samples(
     std: float,
     perturb: bool = True,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Samples around the coarse expected depth (pixelNeRF's ``n_fine_depth``), clamped to the bounds.
 
     Args:
         depth: (R,) coarse expected depth (no gradient flows back).
         std: standard deviation of the Gaussian around ``depth``.
+        noise: (R, n) pre-drawn standard normal offsets (:class:`SampleNoise`), used instead of drawing.
     Returns:
-        (R, n); without ``perturb``, ``n`` copies of the depth itself.
+        (R, n); without ``perturb`` or ``noise``, ``n`` copies of the depth itself.
     """
     z = depth.detach()[:, None].expand(-1, n)
-    if perturb:
+    if noise is not None:
+        z = z + noise.to(depth.dtype) * std
+    elif perturb:
         noise = torch.randn((depth.shape[0], n), device=depth.device, dtype=depth.dtype, generator=generator)
         z = z + noise * std
     return torch.minimum(torch.maximum(z, near[:, None]), far[:, None])

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from featurenerf.errors import ConfigError
 from featurenerf.io import atomic_write_json
 
 from .plan import Budget, Job
@@ -25,7 +26,7 @@ FIT_MARKER = "done.json"
 EVAL_MARKER = Path("tasks") / "eval.json"
 
 
-class PlanError(RuntimeError):
+class PlanError(ConfigError):
     """A finished run disagrees with the requested budget (one line says which and what to do)."""
 
 

@@ -113,11 +113,6 @@ def split_cameras(category: str, split: str, views: int, seed: int) -> np.ndarra
     return sample_cameras(category, views, rng)
 
 
-def object_shape(category: str, seed: int, index: int) -> Shape:
-    """The :class:`Shape` of object ``index`` in a dataset generated with ``seed`` (exact geometry, for tests)."""
-    return make_shape(category, _streams(seed, index)[0])
-
-
 def render_object(
     category: str, index: int, views: int, size: int, seed: int, split: str, out_dir: Path
 ) -> None:

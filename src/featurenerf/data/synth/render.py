@@ -124,15 +124,3 @@ def sample_points(shape: Shape, count: int, rng: np.random.Generator) -> tuple[n
         xyz.append(pts[~buried])
         labels.append(np.full(int((~buried).sum()), prim.label, dtype=np.uint8))
     return np.concatenate(xyz).astype(np.float32), np.concatenate(labels)
-
-
-def first_hit(shape: Shape, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest hit of rays ``(R, 3)``: distance (R,) (inf on a miss) and part label (R,) (0 on a miss)."""
-    best_t = np.full(len(dirs), np.inf)
-    label = np.zeros(len(dirs), dtype=np.int64)
-    for prim in shape.primitives:
-        t, _ = prim.intersect(origins, dirs)
-        closer = t < best_t
-        best_t = np.where(closer, t, best_t)
-        label[closer] = prim.label
-    return best_t, label
