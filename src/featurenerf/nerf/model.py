@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from featurenerf.compiled import is_compiled
 from featurenerf.geometry.cameras import (
     project_points,
     rotate_to_camera,
@@ -350,7 +351,7 @@ class FeatureNeRFNet(nn.Module):
 
     def _trunk_impl(self):
         # model.compile: the LightningModule compiles ``self.mlp``; compile the fast trunk along with it.
-        if hasattr(self.mlp, "_orig_mod"):
+        if is_compiled(self.mlp):
             if self._compiled_trunk is None:
                 self._compiled_trunk = torch.compile(self._trunk)
             return self._compiled_trunk
