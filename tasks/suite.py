@@ -18,6 +18,7 @@ from typing import Literal
 
 from torch.utils.data import DataLoader
 
+from featurenerf.data.srn import ObjectRecord
 from featurenerf.errors import ConfigError, DataError
 from featurenerf.io import atomic_write, atomic_write_json
 from featurenerf.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt
@@ -112,45 +113,18 @@ class TaskSuite:
                 task.set_shots(self.shots)
 
         records = sorted(datamodule.records(split), key=lambda r: r.name)
-        root = getattr(datamodule, "root", None)
         if not records:
+            root = getattr(datamodule, "root", None)
             raise DataError(f"{root}: no objects in the {split!r} split to evaluate the tasks on")
         self.match_camera = match_camera
         self.baseline_deg = (float(baseline_min_deg), float(baseline_max_deg))
         check_pair_options(match_camera, *self.baseline_deg)
         poses = PoseCache(records)
-        if pairs_file:
-            pairs = resolve_cross_instance(
-                read_pairs_file(pairs_file, records).head(num_pairs), records, match_camera, poses
-            )
-        else:
-            kinds = {k for task in self.tasks for k in task.kinds}
-            pairs = sample_pairs(
-                records,
-                num_pairs,
-                seed,
-                kinds=[k for k in ("cross_inst", "cross_view") if k in kinds],
-                match_camera=match_camera,
-                baseline_deg=self.baseline_deg,
-                poses=poses,
-            )
-        self.pairs: PairSet = pairs.head(num_pairs)
+        self.pairs: PairSet = self._make_pairs(records, num_pairs, poses)
         self.protocol = self._protocol(poses)
-        used = {p.src for p in self.pairs.cross_inst} | {p.trg for p in self.pairs.cross_inst}
-        used |= {p.model_id for p in self.pairs.cross_view}
         self.notes: list[str] = []
         self.extra_sources: dict[int, tuple[str, ...]] = {}
-        if max(self.shots) > 1 and any(t.few_shot for t in self.tasks):
-            self.extra_sources = draw_extra_sources(self.pairs.cross_inst, records, max(self.shots) - 1, seed)
-            used |= {name for names in self.extra_sources.values() for name in names}
-            fewest = min((len(v) + 1 for v in self.extra_sources.values()), default=max(self.shots))
-            if fewest < max(self.shots):
-                self.notes.append(
-                    f"shots: some pairs had only {fewest} annotated source object(s) in the {split!r} split"
-                )
-        self.records = [r for r in records if r.name in used]
-        if not self.pairs.cross_inst and any("cross_inst" in t.kinds for t in self.tasks):
-            self.notes.append(f"no cross-instance pairs: the {split!r} split needs at least two objects")
+        self.records = self._used_records(records)
         self._check_annotations()
 
         self.teacher_available = getattr(datamodule, "teacher", None) is not None
@@ -164,6 +138,45 @@ class TaskSuite:
         self.last_results: dict | None = None
 
     # ------------------------------------------------------------------ data
+    def _make_pairs(self, records: list[ObjectRecord], num_pairs: int, poses: PoseCache) -> PairSet:
+        """The first ``num_pairs`` pairs of each kind: read from ``pairs_file``, or drawn with ``seed``
+        for the kinds the tasks use."""
+        if self.pairs_file:
+            pairs = resolve_cross_instance(
+                read_pairs_file(self.pairs_file, records).head(num_pairs), records, self.match_camera, poses
+            )
+        else:
+            kinds = {k for task in self.tasks for k in task.kinds}
+            pairs = sample_pairs(
+                records,
+                num_pairs,
+                self.seed,
+                kinds=[k for k in ("cross_inst", "cross_view") if k in kinds],
+                match_camera=self.match_camera,
+                baseline_deg=self.baseline_deg,
+                poses=poses,
+            )
+        return pairs.head(num_pairs)
+
+    def _used_records(self, records: list[ObjectRecord]) -> list[ObjectRecord]:
+        """The split's objects the pairs use, and the extra annotated sources of the few-shot part
+        tasks (drawn into ``extra_sources``); notes what the split could not give."""
+        used = {p.src for p in self.pairs.cross_inst} | {p.trg for p in self.pairs.cross_inst}
+        used |= {p.model_id for p in self.pairs.cross_view}
+        if max(self.shots) > 1 and any(t.few_shot for t in self.tasks):
+            self.extra_sources = draw_extra_sources(
+                self.pairs.cross_inst, records, max(self.shots) - 1, self.seed
+            )
+            used |= {name for names in self.extra_sources.values() for name in names}
+            fewest = min((len(v) + 1 for v in self.extra_sources.values()), default=max(self.shots))
+            if fewest < max(self.shots):
+                self.notes.append(
+                    f"shots: some pairs had only {fewest} annotated source object(s) in the {self.split!r} split"
+                )
+        if not self.pairs.cross_inst and any("cross_inst" in t.kinds for t in self.tasks):
+            self.notes.append(f"no cross-instance pairs: the {self.split!r} split needs at least two objects")
+        return [r for r in records if r.name in used]
+
     def _protocol(self, poses: PoseCache) -> dict:
         """How the pairs were made and the camera angles they actually have (for results.json/md)."""
         angles = pair_angles(self.pairs, poses)

@@ -186,6 +186,114 @@ def eval_args(budget: Budget, variant: str) -> list[str]:
     ]
 
 
+def _prepare_job(cat: Category, budget: Budget, out: Path) -> Job:
+    """The data-preparation job of ``cat`` (``prepare-<category>``; every fit and evaluation of it waits)."""
+    return Job(
+        f"prepare-{cat.name}",
+        "prepare",
+        [
+            sys.executable,
+            "-m",
+            "featurenerf.results.prepare",
+            "--config",
+            str(cat.config),
+            "--category",
+            cat.synth,
+            "--root",
+            str(cat.root),
+            "--objects",
+            str(budget.objects),
+            "--views",
+            str(budget.views),
+            "--size",
+            str(budget.size),
+            "--device",
+            budget.device,
+            *budget.extra,
+        ],
+        category=cat.name,
+        run_dir=out / "prepared" / cat.name,
+        spec={"config": str(cat.config), "root": str(cat.root), "extra": list(budget.extra)},
+    )
+
+
+def _fit_job(cat: Category, budget: Budget, seed: int, variant: str, overrides: list[str], run: Path) -> Job:
+    """The training of one variant, seed and category into the run folder ``run`` (under ``<out>/runs``)."""
+    return Job(
+        f"fit-{run.name}",
+        "fit",
+        featurenerf_argv(
+            "fit",
+            *_common(cat, budget, seed),
+            *overrides,
+            "--trainer.max_steps",
+            str(budget.steps),
+            "--trainer.max_time",
+            "null",
+            "--trainer.limit_val_batches",
+            "0",  # no validation during fit: the evaluation below measures everything
+            "--trainer.default_root_dir",
+            str(run.parent),
+            "--run_name",
+            run.name,
+            *budget.extra,
+        ),
+        deps=[f"prepare-{cat.name}"],
+        run_dir=run,
+        category=cat.name,
+        variant=variant,
+        seed=seed,
+        spec={"steps": budget.steps},
+    )
+
+
+def _eval_job(fit: Job, run: Path, budget: Budget, spec: dict) -> Job:
+    """The task evaluation of the checkpoint ``fit`` leaves in its run folder ``run`` (its ``last.ckpt``)."""
+    return Job(
+        f"eval-{run.name}",
+        "eval",
+        featurenerf_argv(
+            "validate",
+            "--config",
+            str(run / "config.yaml"),
+            "--ckpt_path",
+            str(run / "checkpoints" / "last.ckpt"),
+            "--trainer.accelerator",
+            "gpu" if budget.device == "cuda" else "cpu",
+            *eval_args(budget, fit.variant),
+        ),
+        deps=[fit.name],
+        run_dir=run,
+        category=fit.category,
+        variant=fit.variant,
+        seed=fit.seed,
+        spec={**spec, "tasks": list(ORACLE_TASKS)} if fit.variant == ORACLE else spec,
+    )
+
+
+def _untrained_eval_job(cat: Category, budget: Budget, seed: int, runs: Path, spec: dict) -> Job:
+    """The evaluation of the model built from the config with ``seed`` and never trained (chance line)."""
+    chance = runs / f"{cat.name}-untrained-s{seed}"
+    return Job(
+        f"eval-{chance.name}",
+        "eval",
+        featurenerf_argv(
+            "validate",
+            *_common(cat, budget, seed),
+            "--trainer.default_root_dir",
+            str(chance),
+            *eval_args(budget, "untrained"),
+            *budget.extra,
+        ),
+        deps=[f"prepare-{cat.name}"],
+        run_dir=chance / "eval",
+        category=cat.name,
+        variant="untrained",
+        seed=seed,
+        spec=spec,
+    )
+
+
 def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job]:
     """Every job of the study, in the order they are started when ready.
 
@@ -193,116 +301,18 @@ def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job
     into ``<out>/runs/<category>-untrained-s<seed>/eval/``.
     """
     runs = out / "runs"
-    jobs: list[Job] = []
+    jobs = [_prepare_job(cat, budget, out) for cat in categories]
     evals: list[Job] = []
-    for cat in categories:
-        prep = f"prepare-{cat.name}"
-        jobs.append(
-            Job(
-                prep,
-                "prepare",
-                [
-                    sys.executable,
-                    "-m",
-                    "featurenerf.results.prepare",
-                    "--config",
-                    str(cat.config),
-                    "--category",
-                    cat.synth,
-                    "--root",
-                    str(cat.root),
-                    "--objects",
-                    str(budget.objects),
-                    "--views",
-                    str(budget.views),
-                    "--size",
-                    str(budget.size),
-                    "--device",
-                    budget.device,
-                    *budget.extra,
-                ],
-                category=cat.name,
-                run_dir=out / "prepared" / cat.name,
-                spec={"config": str(cat.config), "root": str(cat.root), "extra": list(budget.extra)},
-            )
-        )
     spec = {"pairs": budget.pairs, "pair_seed": budget.pair_seed, "tasks": list(TASKS)}
     for seed in budget.seeds:
         for cat in categories:
-            common = _common(cat, budget, seed)
             variants = dict(VARIANTS)
             if seed == budget.seeds[0] and cat == categories[0]:
                 variants[ORACLE] = ORACLE_OVERRIDES
             for variant, overrides in variants.items():
                 run = runs / f"{cat.name}-{variant}-s{seed}"
-                fit = Job(
-                    f"fit-{run.name}",
-                    "fit",
-                    featurenerf_argv(
-                        "fit",
-                        *common,
-                        *overrides,
-                        "--trainer.max_steps",
-                        str(budget.steps),
-                        "--trainer.max_time",
-                        "null",
-                        "--trainer.limit_val_batches",
-                        "0",  # no validation during fit: the evaluation below measures everything
-                        "--trainer.default_root_dir",
-                        str(runs),
-                        "--run_name",
-                        run.name,
-                        *budget.extra,
-                    ),
-                    deps=[f"prepare-{cat.name}"],
-                    run_dir=run,
-                    category=cat.name,
-                    variant=variant,
-                    seed=seed,
-                    spec={"steps": budget.steps},
-                )
+                fit = _fit_job(cat, budget, seed, variant, overrides, run)
                 jobs.append(fit)
-                evals.append(
-                    Job(
-                        f"eval-{run.name}",
-                        "eval",
-                        featurenerf_argv(
-                            "validate",
-                            "--config",
-                            str(run / "config.yaml"),
-                            "--ckpt_path",
-                            str(run / "checkpoints" / "last.ckpt"),
-                            "--trainer.accelerator",
-                            "gpu" if budget.device == "cuda" else "cpu",
-                            *eval_args(budget, variant),
-                        ),
-                        deps=[fit.name],
-                        run_dir=run,
-                        category=cat.name,
-                        variant=variant,
-                        seed=seed,
-                        spec={**spec, "tasks": list(ORACLE_TASKS)} if variant == ORACLE else spec,
-                    )
-                )
-            chance = runs / f"{cat.name}-untrained-s{seed}"
-            evals.append(
-                Job(
-                    f"eval-{chance.name}",
-                    "eval",
-                    featurenerf_argv(
-                        "validate",
-                        *common,
-                        "--trainer.default_root_dir",
-                        str(chance),
-                        *eval_args(budget, "untrained"),
-                        *budget.extra,
-                    ),
-                    deps=[f"prepare-{cat.name}"],
-                    run_dir=chance / "eval",
-                    category=cat.name,
-                    variant="untrained",
-                    seed=seed,
-                    spec=spec,
-                )
-            )
+                evals.append(_eval_job(fit, run, budget, spec))
+            evals.append(_untrained_eval_job(cat, budget, seed, runs, spec))
     return jobs + evals
