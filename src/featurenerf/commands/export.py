@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from featurenerf.commands.render import add_input_arguments
+from featurenerf.commands.render import input_parser
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -39,13 +39,7 @@ DESCRIPTION = "Export the object in one image as a point cloud (PLY: RGB + featu
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="featurenerf export",
-        description=DESCRIPTION,
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_input_arguments(parser)
+    parser = input_parser("featurenerf export", DESCRIPTION, __doc__)
     parser.add_argument(
         "--out", required=True, type=Path, help="point cloud file (.ply); the .npz goes beside"
     )

@@ -36,6 +36,19 @@ PCA_FIT_ROWS = 50_000
 FRAMES_PER_BAND = 8
 
 
+def input_parser(prog: str, description: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of a command that reads one input view (render, export): its help text (the epilog is
+    ``doc`` after its first paragraph) and the input arguments of :func:`add_input_arguments`."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_input_arguments(parser)
+    return parser
+
+
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by render and export: checkpoint, input view, device."""
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by `featurenerf fit`")
@@ -66,13 +79,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="featurenerf render",
-        description=DESCRIPTION,
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_input_arguments(parser)
+    parser = input_parser("featurenerf render", DESCRIPTION, __doc__)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--frames", type=int, default=24, help="views along the orbit (default 24)")
     parser.add_argument(
