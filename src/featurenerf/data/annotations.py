@@ -22,7 +22,6 @@ tasks never need to know the format.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from featurenerf.data.json_file import read_json
 from featurenerf.data.srn import DataError, ObjectRecord, load_poses
 from featurenerf.geometry.cameras import project_points
 
@@ -81,12 +81,7 @@ def read_meta(root: Path, category: str | None = None) -> Meta:
     path = Path(root) / "meta.json"
     if not path.is_file() and release.is_release_root(Path(root)):
         return release.read_release_meta(Path(root), category)
-    if not path.is_file():
-        raise DataError(f"{path}: missing (annotated datasets describe their parts and keypoints here)")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: malformed JSON ({err})") from err
+    raw = read_json(path, "annotated datasets describe their parts and keypoints here")
     if not isinstance(raw, dict):
         raise DataError(f"{path}: malformed, expected a JSON object")
     missing = [
@@ -174,12 +169,7 @@ def load_keypoints_3d(record: ObjectRecord) -> torch.Tensor:
     if (release := _release(record)) is not None:
         return release.load_keypoints_3d(record)
     path = record.directory / "keypoints.json"
-    if not path.is_file():
-        raise DataError(f"{path}: missing")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: malformed JSON ({err})") from err
+    raw = read_json(path)
     rows = raw.get("xyz") if isinstance(raw, dict) else None
     if not isinstance(rows, list):
         raise DataError(f"{path}: malformed, expected {{'xyz': [[x, y, z] or null, ...]}}")

@@ -25,12 +25,12 @@ candidates), not among the part points.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from featurenerf.data.json_file import read_json
 from featurenerf.data.npz import load_npz
 from featurenerf.data.srn import SPLITS, DataError, ObjectRecord
 from featurenerf.data.transforms_json import read_frames
@@ -65,12 +65,7 @@ def read_split_ids(root: Path, synset: str) -> dict[str, list[str]]:
         DataError: the file is missing, not JSON, or a split is not a list of strings.
     """
     path = split_file(root, synset)
-    if not path.is_file():
-        raise DataError(f"{path}: missing (copy assets/splits/{synset}.json from the release here)")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: malformed JSON ({err})") from err
+    raw = read_json(path, f"copy assets/splits/{synset}.json from the release here")
     if not isinstance(raw, dict):
         raise DataError(f"{path}: malformed, expected a JSON object with 'train', 'val', 'test'")
     out = {}

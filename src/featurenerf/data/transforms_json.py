@@ -13,13 +13,13 @@ which :func:`featurenerf.data.srn.load_poses` returns instead of reading pose fi
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from featurenerf.data.json_file import read_json
 from featurenerf.data.srn import DataError, Intrinsics, ObjectRecord, load_poses
 from featurenerf.geometry.cameras import opengl_to_opencv
 from featurenerf.io import atomic_write_bytes, atomic_write_json
@@ -88,12 +88,7 @@ def read_frames(path: Path, image_dir: Path) -> tuple[tuple[Path, ...], torch.Te
     Raises:
         DataError: one line naming the file (and frame) at fault.
     """
-    if not path.is_file():
-        raise DataError(f"{path}: missing")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: malformed JSON ({err})") from err
+    raw = read_json(path)
     frames = raw.get("frames") if isinstance(raw, dict) else None
     if not isinstance(frames, list) or not frames:
         raise DataError(f"{path}: needs a non-empty 'frames' list")
