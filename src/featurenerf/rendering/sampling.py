@@ -66,6 +66,30 @@ class SampleNoise:
         return SampleNoise(self.stratified.to(device), self.importance.to(device), self.depth.to(device))
 
 
+def _draws(
+    noise: Tensor | None,
+    perturb: bool,
+    like: Tensor,
+    n: int,
+    generator: torch.Generator | None,
+    normal: bool = False,
+) -> Tensor | None:
+    """A sampler's randomness for ``like.shape[0]`` rays × ``n``: the pre-drawn ``noise`` when given, fresh
+    uniform (or standard ``normal``) draws from ``generator`` when ``perturb``, otherwise None (the
+    sampler's deterministic placement). Drawn in ``like``'s dtype and on its device."""
+    if noise is not None:
+        return noise.to(like.dtype)
+    if not perturb:
+        return None
+    draw = torch.randn if normal else torch.rand
+    return draw((like.shape[0], n), device=like.device, dtype=like.dtype, generator=generator)
+
+
+def _between(near: Tensor, far: Tensor, t: Tensor) -> Tensor:
+    """Depths at fractions t (R, n) of each ray's ``[near, far]`` (R,)."""
+    return near[:, None] * (1.0 - t) + far[:, None] * t
+
+
 def stratified_samples(
     near: Tensor,
     far: Tensor,
@@ -84,14 +108,10 @@ def stratified_samples(
         (R, n) increasing sample depths.
     """
     steps = torch.arange(n, device=near.device, dtype=near.dtype) / n
-    if noise is not None:
-        jitter = noise.to(near.dtype)
-    elif perturb:
-        jitter = torch.rand((near.shape[0], n), device=near.device, dtype=near.dtype, generator=generator)
-    else:
+    jitter = _draws(noise, perturb, near, n, generator)
+    if jitter is None:
         jitter = torch.full((near.shape[0], n), 0.5, device=near.device, dtype=near.dtype)
-    t = steps + jitter / n
-    return near[:, None] * (1.0 - t) + far[:, None] * t
+    return _between(near, far, steps + jitter / n)
 
 
 def importance_samples(
@@ -120,19 +140,15 @@ def importance_samples(
     pdf = w / w.sum(-1, keepdim=True)
     cdf = torch.cumsum(pdf, -1)
     cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)  # (R, K + 1), from 0 to 1
-    if noise is not None:
-        u = noise.to(w.dtype)
-    elif perturb:
-        u = torch.rand((w.shape[0], n), device=w.device, dtype=w.dtype, generator=generator)
-    else:
+    u = _draws(noise, perturb, w, n, generator)
+    if u is None:
         u = ((torch.arange(n, device=w.device, dtype=w.dtype) + 0.5) / n).expand(w.shape[0], n)
     u = u.contiguous()
     bins = torch.searchsorted(cdf, u, right=True).clamp(1, k) - 1  # (R, n) in [0, K-1]
     lo = torch.gather(cdf, 1, bins)
     hi = torch.gather(cdf, 1, bins + 1)
     within = ((u - lo) / (hi - lo).clamp_min(1e-12)).clamp(0.0, 1.0)  # position inside the bin
-    t = (bins.to(w.dtype) + within) / k
-    return near[:, None] * (1.0 - t) + far[:, None] * t
+    return _between(near, far, (bins.to(w.dtype) + within) / k)
 
 
 def depth_guided_samples(
@@ -155,9 +171,7 @@ def depth_guided_samples(
         (R, n); without ``perturb`` or ``noise``, ``n`` copies of the depth itself.
     """
     z = depth.detach()[:, None].expand(-1, n)
-    if noise is not None:
-        z = z + noise.to(depth.dtype) * std
-    elif perturb:
-        noise = torch.randn((depth.shape[0], n), device=depth.device, dtype=depth.dtype, generator=generator)
-        z = z + noise * std
+    offsets = _draws(noise, perturb, depth, n, generator, normal=True)
+    if offsets is not None:
+        z = z + offsets * std
     return torch.minimum(torch.maximum(z, near[:, None]), far[:, None])
