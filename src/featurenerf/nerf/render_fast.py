@@ -19,8 +19,8 @@ from torch import Tensor
 
 from featurenerf.nerf.conditioning import Conditioning
 from featurenerf.nerf.render_passes import (
+    RayQuery,
     Samples,
-    Sampling,
     assemble,
     coarse_samples,
     fine_samples,
@@ -153,23 +153,17 @@ def _fine_alive(net, o, d, z_c, z_new, z_f, order, far, w_c, bound, stop) -> Ten
 
 
 def render_fast(
-    net: FeatureNeRFNet,
-    cond: Conditioning,
-    origins: Tensor,
-    dirs: Tensor,
-    outputs: tuple[str, ...],
-    skip_empty: bool,
-    how: Sampling,
-    passes: tuple[str, ...],
+    net: FeatureNeRFNet, query: RayQuery, passes: tuple[str, ...]
 ) -> dict[str, dict[str, Tensor]]:
-    """Fast coarse/fine rendering of rays (B, R, 3); the arguments are those of
-    :func:`featurenerf.nerf.renderer.render_rays`. Returns pass → name → (B, R, ...)."""
-    b, r, _ = origins.shape
+    """Fast coarse/fine rendering of the rays (B, R, 3) of ``query``, computing the coarse pass's outputs
+    only when ``passes`` names it. Returns pass → name → (B, R, ...)."""
+    outputs, skip_empty, how = query.outputs, query.skip_empty, query.how
+    b, r, _ = query.origins.shape
     n_rays = b * r
-    o, d = origins.reshape(n_rays, 3), dirs.reshape(n_rays, 3)
+    o, d = query.origins.reshape(n_rays, 3), query.dirs.reshape(n_rays, 3)
     obj = torch.arange(b, device=o.device).repeat_interleave(r)  # object of each ray
     near, far = o.new_full((n_rays,), net.near), o.new_full((n_rays,), net.far)
-    cond = net.prepare(cond)
+    cond = net.prepare(query.cond)
     rays = FastRays(cond, net.ray_frames(cond, o, d, obj), o, d)
     keep = tuple(k for k, want in _KEEP if want in outputs)
     bound = net.scene_bound if skip_empty else None

@@ -19,6 +19,7 @@ from featurenerf.rendering.sampling import (
 )
 
 if TYPE_CHECKING:
+    from featurenerf.nerf.conditioning import Conditioning
     from featurenerf.nerf.model import FeatureNeRFNet
 
 #: Names :func:`render_rays` can return per pass. ``coords`` is the colour-weighted ray sum of the
@@ -107,6 +108,20 @@ class Sampling:
     def draws(self, field: str) -> Tensor | None:
         """The pre-drawn noise for one sampler (``stratified``, ``importance``, ``depth``), or None."""
         return None if self.noise is None else getattr(self.noise, field)
+
+
+@dataclass(frozen=True)
+class RayQuery:
+    """What one :func:`featurenerf.nerf.renderer.render_rays` call asks of the fast or the reference
+    renderer: rays ``origins``, ``dirs`` (B, R, 3) seen through ``cond``, the ``outputs`` named (from
+    :data:`RENDERABLE`), whether empty space is skipped, and where the samples go."""
+
+    cond: Conditioning
+    origins: Tensor
+    dirs: Tensor
+    outputs: tuple[str, ...]
+    skip_empty: bool
+    how: Sampling
 
 
 def coarse_samples(net: FeatureNeRFNet, near: Tensor, far: Tensor, how: Sampling) -> Tensor:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from featurenerf.nerf.conditioning import Conditioning
 from featurenerf.nerf.render_passes import (
-    Sampling,
+    RayQuery,
     coarse_samples,
     composite_reference,
     fine_samples,
@@ -67,17 +67,11 @@ def _merge_by_depth(raw_c: dict[str, Tensor], raw_new: dict[str, Tensor], order:
     return raw_f
 
 
-def render_reference(
-    net: FeatureNeRFNet,
-    cond: Conditioning,
-    origins: Tensor,
-    dirs: Tensor,
-    outputs: tuple[str, ...],
-    skip_empty: bool,
-    how: Sampling,
-) -> dict[str, dict[str, Tensor]]:
-    """Coarse and fine rendering of rays (B, R, 3) the reference way; the arguments are those of
-    :func:`featurenerf.nerf.renderer.render_rays`. Returns pass → name → (B, R, ...)."""
+def render_reference(net: FeatureNeRFNet, query: RayQuery) -> dict[str, dict[str, Tensor]]:
+    """Coarse and fine rendering of the rays (B, R, 3) of ``query`` the reference way.
+    Returns pass → name → (B, R, ...)."""
+    cond, origins, dirs, outputs = query.cond, query.origins, query.dirs, query.outputs
+    skip_empty, how = query.skip_empty, query.how
     b, r, _ = origins.shape
     flat = b * r
     near, far = origins.new_full((flat,), net.near), origins.new_full((flat,), net.far)

@@ -30,7 +30,7 @@ from torch import Tensor
 from featurenerf.geometry.cameras import pixel_centers, rays_from_pixels
 from featurenerf.nerf.conditioning import Conditioning
 from featurenerf.nerf.render_fast import render_fast
-from featurenerf.nerf.render_passes import RENDERABLE, Sampling, assemble, check_outputs, eval_noise
+from featurenerf.nerf.render_passes import RENDERABLE, RayQuery, Sampling, assemble, check_outputs, eval_noise
 from featurenerf.nerf.render_reference import render_reference
 from featurenerf.rendering.sampling import SampleNoise
 
@@ -68,11 +68,8 @@ def render_rays(
         noise = noise.flat()
         if noise.stratified.shape[0] != origins.shape[0] * origins.shape[1]:
             raise ValueError(f"noise is for {noise.stratified.shape[0]} rays, got {tuple(origins.shape[:2])}")
-    how = Sampling(perturb, generator, noise)
-    if net.fast_rendering():
-        out = render_fast(net, cond, origins, dirs, outputs, skip_empty, how, passes)
-    else:
-        out = render_reference(net, cond, origins, dirs, outputs, skip_empty, how)
+    query = RayQuery(cond, origins, dirs, outputs, skip_empty, Sampling(perturb, generator, noise))
+    out = render_fast(net, query, passes) if net.fast_rendering() else render_reference(net, query)
     return {p: out[p] for p in ("coarse", "fine") if p in passes}
 
 
