@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,14 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_dataset(
         "toycar", tmp_path_factory.mktemp("toycar"), objects=6, views=5, size=32, seed=0, progress=False
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    tiny tensors gain nothing from threads, and on a shared, busy machine spinning OpenMP threads make
+    each call up to 100x slower; the setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

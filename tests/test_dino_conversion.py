@@ -19,15 +19,7 @@ from featurenerf.teachers.dino_checkpoint import (
     vit_config_from_dino,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy machine spinning OpenMP
-    threads make each call up to 100x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 C, DEPTH, HEADS, PATCH, GRID, MLP = 48, 3, 3, 8, 4, 96

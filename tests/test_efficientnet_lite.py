@@ -26,13 +26,7 @@ CATS = {281, 282, 283, 284, 285}
 COFFEE = {967, 968, 504}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: on a shared, busy machine spinning OpenMP threads make each call much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,7 @@ from featurenerf.data.feature_cache import CacheError, FeatureCache
 from featurenerf.data.srn import list_objects, load_image_and_mask
 from featurenerf.teachers import Teacher
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy machine spinning OpenMP
-    threads make each call up to 100x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 V, SIZE = 4, 16

@@ -16,15 +16,7 @@ from featurenerf.teachers import WeightsNotFoundError, build_teacher
 from featurenerf.teachers import hed as hed_module
 from featurenerf.teachers.hed import HedVGG16Teacher, packaged_weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy machine spinning OpenMP
-    threads make each call up to 100x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(d_hidden=16, n_coarse=8, n_fine=2, n_fine_depth=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: on a shared, busy machine spinning OpenMP threads make each call much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
