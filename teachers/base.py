@@ -135,8 +135,8 @@ class Teacher(nn.Module, abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not declare needs_annotations")
 
     def input_files(self, record: Any) -> list[Any]:
-        """Files of ``record`` besides its images that change this teacher's output (annotations an
-        oracle reads); the feature cache digests them with the images, so editing them makes it stale."""
+        """Files of ``record`` besides its images that change this teacher's output (the part maps an
+        oracle reads, a precomputed teacher's feature file); the feature cache digests them with the images, so editing them makes it stale."""
         return []
 
     # ---- derived behaviour ------------------------------------------------------------------------

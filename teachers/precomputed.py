@@ -149,7 +149,7 @@ class PrecomputedTeacher(Teacher):
         )
 
     # ---- reading ----------------------------------------------------------------------------------
-    def source_files(self, record: ObjectRecord) -> list[Path]:
+    def input_files(self, record: ObjectRecord) -> list[Path]:
         """The feature file of ``record`` (the feature cache hashes it, so an edit is noticed)."""
         group = self.folder / record.directory.parent.name
         candidates = {"featurenerf": [".npy"], "release": [".npz"], "auto": [".npy", ".npz"]}[self.layout]
@@ -166,7 +166,7 @@ class PrecomputedTeacher(Teacher):
             DataError: one line naming the file: missing, unreadable, a per-view dictionary, or a shape
                 other than the declared one.
         """
-        (path,) = self.source_files(record)
+        (path,) = self.input_files(record)
         if not path.is_file():
             raise DataError(f"{path}: missing precomputed features for object {record.name}")
         if path.suffix == ".npy":

@@ -101,13 +101,10 @@ class FeatureCache:
 
     def source_files(self, record: ObjectRecord) -> list[Path]:
         """The files the maps of ``record`` are made from: its images, plus the teacher's own per-object
-        files when it reads some (the ``precomputed`` teacher's feature file, an annotation oracle's
-        ``input_files``)."""
-        extra = []
-        for hook in ("source_files", "input_files"):
-            files = getattr(self.teacher, hook, None)
-            extra += list(files(record)) if files is not None else []
-        return [*record.rgb_paths, *extra]
+        files when it reads some (:meth:`Teacher.input_files`: the ``precomputed`` teacher's feature file,
+        an annotation oracle's part maps)."""
+        extra = getattr(self.teacher, "input_files", None)
+        return [*record.rgb_paths, *(extra(record) if extra is not None else [])]
 
     def image_digest(self, record: ObjectRecord) -> str:
         """SHA-1 over the object's source files (:meth:`source_files`: names, sizes, bytes), remembered per
