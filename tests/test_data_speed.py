@@ -37,3 +37,38 @@ def test_data_bench_reports_load_against_step(toy_root, monkeypatch, tmp_path):
     w = r["wait"]
     assert w["num_workers"] == 0 and len(w["step_s_all"]) == 2 and w["step_s"] > 0
     assert r["load_vs_step"] == b["batch_s"] / w["step_s"]
+
+
+def test_decoded_images_are_decoded_once_and_identical(toy_root, monkeypatch):
+    """The decoded-image store returns exactly what decoding returns, decodes each view once while it fits,
+    evicts least-recently-used views past its budget, and decodes every time at budget 0."""
+    from featurenerf.data import datasets
+    from featurenerf.data.srn import list_objects, load_image_and_mask
+
+    record = list_objects(Path(toy_root), "train")[0]
+    calls: list[str] = []
+
+    def counting(path, size=None, background="white"):
+        calls.append(str(path))
+        return load_image_and_mask(path, size, background)
+
+    monkeypatch.setattr(datasets, "load_image_and_mask", counting)
+    views = datasets.ObjectViews(32, "white", image_cache_bytes=1 << 20)
+    first = views.load(record, [0, 1, 0])
+    again = views.load(record, [1, 0])
+    assert len(calls) == 2  # views 0 and 1, once each
+    for v, i in ((0, 0), (1, 1)):
+        img, mask = load_image_and_mask(record.rgb_paths[v], 32, "white")
+        assert torch.equal(first["images"][i], img) and torch.equal(first["masks"][i], mask)
+    assert torch.equal(again["images"][1], first["images"][0])
+
+    one_view = 32 * 32 * 3 * 4 + 32 * 32  # float32 image + bool mask
+    small = datasets.ObjectViews(32, "white", image_cache_bytes=2 * one_view)
+    calls.clear()
+    small.load(record, [0, 1, 2])  # view 0 is evicted by view 2
+    small.load(record, [2, 1, 0])
+    assert calls[3:] == [str(record.rgb_paths[0])] and small.images.bytes <= 2 * one_view
+    off = datasets.ObjectViews(32, "white")
+    calls.clear()
+    off.load(record, [0, 0])
+    assert len(calls) == 2
