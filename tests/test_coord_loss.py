@@ -60,7 +60,7 @@ def test_coords_mean_is_the_unweighted_sample_mean_by_hand():
     assert (depth > 0.8).all() and (depth < 1.8).all()
 
 
-@pytest.mark.parametrize("kind", ["release", "weighted"])
+@pytest.mark.parametrize("kind", ["release", "weighted", "pointwise"])
 def test_module_coord_term_by_hand(kind):
     """x̂ = x + δ everywhere (δ constant): release gives mean(δ²) exactly; weighted gives opacity² |δ|²."""
 
@@ -76,7 +76,7 @@ def test_module_coord_term_by_hand(kind):
         model.net.mlp.lin_out.bias[3] = 2.0
     batch, rays = camera_batch(feature_dim=3)
     terms = model.compute_losses(batch, rays)
-    if kind == "release":
+    if kind in ("release", "pointwise"):  # a constant δ: mean of squares = square of the mean
         for p in ("coarse", "fine"):
             assert terms[f"coord_{p}"].item() == pytest.approx((0.01 + 0.04 + 0.09) / 3, rel=1e-5)
     else:
@@ -91,6 +91,32 @@ def test_module_coord_term_by_hand(kind):
 
 
 def test_coord_loss_option_is_checked_and_defaults_to_release():
+    assert FeatureNeRF(feature_dim=3, coord_loss="pointwise", **TINY).hparams.coord_loss == "pointwise"
     assert FeatureNeRF(feature_dim=3, **TINY).hparams.coord_loss == "release"
     with pytest.raises(ValueError, match="model.coord_loss"):
         FeatureNeRF(feature_dim=3, coord_loss="median", **TINY)
+
+
+def test_pointwise_penalises_each_sample_where_release_sees_only_the_ray_mean():
+    """x̂ = c (a constant) everywhere: the release's term is |c − mean_i x_i|² per axis, which a constant
+    near the ray's middle makes small; the pointwise term is the mean over samples of (c − x_i)², which is
+    larger by the samples' variance along the ray: by hand, mean(x_i²) − mean(x_i)² per axis, from the
+    coarse samples' positions. Fast and reference paths agree."""
+    torch.manual_seed(0)
+    net = FeatureNeRFNet(feature_dim=3, near=0.8, far=1.8, **TINY)
+    c = torch.tensor([0.1, -0.2, 0.3])
+    _constant_coords(net, c.tolist())
+    batch, rays = camera_batch(feature_dim=3)
+    cond = net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
+    o, d = rays["origins"], rays["dirs"]
+    out = net.render_rays(cond, o, d, ("coords_mean", "coords_sq"))["coarse"]
+    z = 0.8 + (torch.arange(8) + 0.5) / 8 * 1.0  # deterministic strata midpoints
+    x = o[..., None, :] + z[:, None] * d[..., None, :]  # (B, R, 8, 3)
+    by_hand = (c - x).pow(2).mean(-2)
+    torch.testing.assert_close(out["coords_sq"], by_hand, rtol=1e-5, atol=1e-6)
+    gap = out["coords_sq"] - out["coords_mean"].pow(2)  # = the samples' variance along the ray, per axis
+    torch.testing.assert_close(gap, x.var(-2, unbiased=False), rtol=1e-4, atol=1e-6)
+    net.fast_field = False
+    ref = net.render_rays(cond, o, d, ("coords_sq",))
+    torch.testing.assert_close(ref["coarse"]["coords_sq"], out["coords_sq"], rtol=1e-5, atol=1e-6)
+    assert ref["fine"]["coords_sq"].shape == out["coords_sq"].shape

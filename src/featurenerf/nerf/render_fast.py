@@ -203,10 +203,11 @@ def render_fast(
         if "coarse" in passes:
             sums["coarse"] = weighted_sums(coarse, [w_c], keep)[0]
         fine_parts = (fine,)
-    if "coords_mean" in outputs:  # [coords_mean] unweighted, over every evaluated sample of the pass
-        sums["fine"]["coords_mean"] = mean_residual(*fine_parts)
-        if "coarse" in sums:
-            sums["coarse"]["coords_mean"] = mean_residual(coarse)
+    for name, squared in (("coords_mean", False), ("coords_sq", True)):
+        if name in outputs:  # unweighted, over every evaluated sample of the pass
+            sums["fine"][name] = mean_residual(*fine_parts, squared=squared)
+            if "coarse" in sums:
+                sums["coarse"][name] = mean_residual(coarse, squared=squared)
 
     def finish(w: Tensor, z: Tensor, s: dict[str, Tensor]) -> dict[str, Tensor]:
         if "features" in outputs:  # the linear feature head, once per ray

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 #: Names :func:`render_rays` can return per pass. ``coords`` is the colour-weighted ray sum of the
 #: canonical-coordinate residual x̂ − x; ``coords_mean`` its unweighted mean over the pass's samples (the
-#: release's L_coord reads this one).
-RENDERABLE = ("rgb", "depth", "opacity", "features", "coords", "hidden", "coords_mean")
+#: release's L_coord reads this one); ``coords_sq`` the unweighted mean of its square (``pointwise``).
+RENDERABLE = ("rgb", "depth", "opacity", "features", "coords", "hidden", "coords_mean", "coords_sq")
 
 
 @dataclass
@@ -42,15 +42,18 @@ class Samples:
     sigma: Tensor
 
 
-def mean_residual(*parts: Samples) -> Tensor:
+def mean_residual(*parts: Samples, squared: bool = False) -> Tensor:
     """[coords_mean] Unweighted per-ray mean (R, 3) of the coordinate residual ``values["coords"]`` over
     the evaluated samples of one pass, given as one or more parts (the fast fine pass: the coarse samples
-    and the new ones). Every sample counts in training; render-time skipping leaves out skipped ones."""
+    and the new ones). Every sample counts in training; render-time skipping leaves out skipped ones.
+    ``squared``: [coords_sq] the mean of the squared residual instead (per axis)."""
     total: Tensor | None = None
     count: Tensor | None = None
     for part in parts:
         n_rays, n = part.sigma.shape
         res = part.values["coords"]
+        if squared:
+            res = res.pow(2)
         if part.index is None:
             t, c = res.reshape(n_rays, n, 3).sum(1), res.new_full((n_rays,), float(n))
         else:
@@ -91,7 +94,7 @@ def assemble(
             res["depth"] = (w * z).sum(-1)
         elif name == "opacity":
             res["opacity"] = opacity
-        else:  # features, coords, hidden (composited), coords_mean: the per-ray values themselves
+        else:  # features, coords, hidden (composited), coords_mean/_sq: the per-ray values themselves
             res[name] = sums[name]
     return res
 
@@ -187,4 +190,7 @@ def composite_reference(
     if "coords_mean" in outputs:
         # [coords_mean] unweighted mean of the residual over the pass's samples (release L_coord).
         sums["coords_mean"] = (raw["coords"] - xyz).mean(-2)
+    if "coords_sq" in outputs:
+        # [coords_sq] unweighted mean of the squared residual: every sample's own coordinate error.
+        sums["coords_sq"] = (raw["coords"] - xyz).pow(2).mean(-2)
     return assemble(outputs, w, z, sums, net.background_value), w
