@@ -89,6 +89,12 @@ class OccupancyGrid:
         """Share of cells that are occupied, over all objects."""
         return self.occupied.float().mean().item()
 
+    def select(self, index: int) -> OccupancyGrid:
+        """The grid of object ``index`` alone (batch of 1); a batch-1 grid serves every object."""
+        if self.batch_size == 1:
+            return self
+        return OccupancyGrid(self.occupied[index : index + 1], self.bound, self.lo, self.hi, self.cost)
+
     @classmethod
     def build(
         cls,
