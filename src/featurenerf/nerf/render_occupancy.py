@@ -72,6 +72,7 @@ def object_density(net: FeatureNeRFNet, cond: Conditioning, xyz: Tensor) -> Tens
     exactness rows).
     """
     b, p = xyz.shape[:2]
+    xyz = xyz.to(cond.features.dtype)  # the lattice is float32; the net may not be
     if not net.fast_rendering():
         return net.query(cond, xyz)["sigma"]
     flat = xyz.reshape(-1, 3)
@@ -121,7 +122,9 @@ def with_occupancy(net: FeatureNeRFNet, cond: Conditioning, rays: int | None = N
     return dataclasses.replace(cond, occupancy=build_grid(net, cond))
 
 
-def render_bound(net: FeatureNeRFNet, cond: Conditioning, skip_empty: bool) -> Sphere | Box | OccupancyGrid | None:
+def render_bound(
+    net: FeatureNeRFNet, cond: Conditioning, skip_empty: bool
+) -> Sphere | Box | OccupancyGrid | None:
     """Where a render may find density: nothing known without skipping (training), else the
     conditioning's occupancy grid, else the net's scene bound."""
     if not skip_empty:
