@@ -136,12 +136,11 @@ def built(net, resolution: int, rays: int) -> bool:
 
 
 def lattice_cost(net, cond, resolution: int) -> int:
-    """Density evaluations a grid at ``resolution`` costs for ``cond`` (the lattice points inside the
-    bound; counted with a free density, not the net)."""
-    from featurenerf.rendering.occupancy import OccupancyGrid
+    """Density evaluations a grid at ``resolution`` costs for ``cond`` (built once more, untimed: the
+    lattice points it looks at depend on the coarser levels' occupied cells)."""
+    from featurenerf.nerf.render_occupancy import build_grid
 
-    zero = lambda xyz: xyz.new_zeros(xyz.shape[:2])  # noqa: E731
-    return OccupancyGrid.build(zero, net.scene_bound, cond.batch_size, resolution).cost.points
+    return build_grid(net, cond, resolution).cost.points
 
 
 def orbit_times(

@@ -83,23 +83,25 @@ def _distance(xyz: torch.Tensor) -> torch.Tensor:
     return (xyz - xyz.new_tensor(BALL_C)).norm(dim=-1)
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
-@pytest.mark.parametrize("stop", [0.0, 1e-4])
-def test_no_sample_lands_in_the_empty_region_and_the_image_is_unchanged(fast, stop):
-    net, scene, cond, (pose, focal, c) = _scene(fast, occupancy_resolution=32, stop_transmittance=stop)
+@pytest.mark.parametrize(
+    "fast, stop, res",
+    [(True, 0.0, 32), (False, 0.0, 32), (True, 1e-4, 32), (False, 1e-4, 32), (True, 0.0, 64)],
+)
+def test_no_sample_lands_in_the_empty_region_and_the_image_is_unchanged(fast, stop, res):
+    net, scene, cond, (pose, focal, c) = _scene(fast, occupancy_resolution=res, stop_transmittance=stop)
     outputs = ("rgb", "depth", "opacity", "features", "hidden")
     with torch.no_grad():
         exhaustive = net.render_image(cond, pose, focal, c, 16, 16, outputs, skip_empty=False)
         all_samples = scene.seen()
         grid_cond = net.with_occupancy(cond)  # rays=None: always built
         grid = grid_cond.occupancy
-        assert grid is not None and grid.resolution == 32 and cond.occupancy is None
+        assert grid is not None and grid.resolution == res and cond.occupancy is None
         scene.seen()  # the lattice points of the build
         with_grid = net.render_image(grid_cond, pose, focal, c, 16, 16, outputs, skip_empty=True)
         grid_samples = scene.seen()
     # A sample in an occupied cell lies within 1.5 cells (its own half cell plus the dilation) per axis
     # of a lattice point inside the ball; nothing beyond that was evaluated.
-    h = 1.6 / 32
+    h = 1.6 / res
     reach = BALL_R + 1.5 * h * math.sqrt(3)
     assert (_distance(all_samples) > reach).float().mean() > 0.5  # the region exists and rays cross it
     assert grid_samples.shape[0] > 0 and _distance(grid_samples).max() <= reach + 1e-9
@@ -111,6 +113,43 @@ def test_no_sample_lands_in_the_empty_region_and_the_image_is_unchanged(fast, st
         tol = 1e-9 if stop == 0 else 10 * stop * scale
         torch.testing.assert_close(with_grid[k], exhaustive[k], atol=tol, rtol=0)
     assert exhaustive["opacity"].max() > 0.99 and exhaustive["opacity"].min() < 0.01  # ball and background
+
+
+def test_a_fine_grid_looks_only_inside_the_coarse_grid_and_finds_the_same_cells():
+    from featurenerf.nerf.render_occupancy import DILATION, THRESHOLD, build_grid
+    from featurenerf.rendering.occupancy import upsample
+
+    net, scene, cond, _ = _scene(occupancy_resolution=64)
+    with torch.no_grad():
+        fine = build_grid(net, cond)  # 32³ everywhere, then 64³ inside its occupied cells
+        sigma = lambda xyz: ball_density(xyz.double())  # noqa: E731
+        plain = OccupancyGrid.build(sigma, net.scene_bound, 1, 64, THRESHOLD, DILATION)
+        coarse = OccupancyGrid.build(sigma, net.scene_bound, 1, 32, THRESHOLD, DILATION)
+    assert torch.equal(fine.occupied, plain.occupied)  # a solid ball: nothing for the coarse level to miss
+    assert fine.cost.points < coarse.cost.points + 0.25 * plain.cost.points
+    assert fine.cost.points == coarse.cost.points + scene_points(coarse, plain)
+    assert torch.equal(upsample(coarse.occupied, 2) | fine.occupied, upsample(coarse.occupied, 2))
+    # Nothing occupied at the coarse level: the fine level evaluates nothing.
+    calls = []
+    empty = OccupancyGrid.build(
+        lambda x: calls.append(x) or x[..., 0] * 0,
+        net.scene_bound,
+        1,
+        8,
+        within=torch.zeros(1, 8, 8, 8, dtype=torch.bool),
+    )
+    assert not calls and empty.cost.points == 0 and not empty.occupied.any()
+
+
+def scene_points(coarse: OccupancyGrid, plain: OccupancyGrid) -> int:
+    """Lattice points of the 64³ level that lie in the bound and in the coarse grid's occupied cells."""
+    n = plain.resolution
+    axis = torch.linspace(-0.8, 0.8, 2 * n + 1)[1::2]
+    lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    from featurenerf.rendering.occupancy import upsample
+
+    look = upsample(coarse.occupied, 2)[0].reshape(-1)
+    return int((plain.bound.contains(lattice) & look).sum())
 
 
 def test_render_image_builds_a_grid_when_it_pays_and_not_otherwise(monkeypatch):

@@ -94,7 +94,7 @@ class FeatureNeRF(L.LightningModule):
         reuse_coarse: bool = True,
         scene_radius: PositiveFloat | None = None,
         stop_transmittance: UnitIntervalBelowOne = 0.0,
-        occupancy_resolution: NonNegativeInt = 32,
+        occupancy_resolution: NonNegativeInt = 64,
         chunk: PositiveInt = 4096,
         rgb_weight: NonNegativeFloat = 1.0,
         distill_weight: NonNegativeFloat = 0.25,

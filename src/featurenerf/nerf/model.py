@@ -125,7 +125,7 @@ class FeatureNeRFNet(nn.Module):
         reuse_coarse: bool = True,
         scene_radius: float | None = None,
         stop_transmittance: float = 0.0,
-        occupancy_resolution: int = 32,
+        occupancy_resolution: int = 64,
         chunk: int = 4096,
     ) -> None:
         super().__init__()

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from featurenerf.nerf.conditioning import Conditioning
 from featurenerf.rendering.bounds import Box, Sphere
-from featurenerf.rendering.occupancy import OccupancyGrid, bound_box
+from featurenerf.rendering.occupancy import GridCost, OccupancyGrid, bound_box, upsample
 
 if TYPE_CHECKING:
     from featurenerf.nerf.model import FeatureNeRFNet
@@ -37,6 +37,11 @@ THRESHOLD = 0.01
 #: Occupied cells grow by this many cells in every direction: a thin surface between lattice points is
 #: still covered.
 DILATION = 1
+#: The coarsest lattice looked at over the whole bound: a finer grid (twice, four times ... as fine) is
+#: evaluated only inside the occupied cells of the grid half as fine, level by level. So a 64³ grid costs
+#: about a 32³ one plus its occupied share of the 64³ lattice, and it can only miss what the 32³ grid
+#: misses.
+BASE_RESOLUTION = 32
 
 
 def lattice_points(bound: Sphere | Box, resolution: int) -> int:
@@ -89,7 +94,8 @@ def build_grid(net: FeatureNeRFNet, cond: Conditioning, resolution: int | None =
     Args:
         resolution: cells per axis (default ``net.occupancy_resolution``).
     Returns:
-        a (B, n, n, n) grid; ``grid.cost`` holds the density evaluations and the seconds they took.
+        a (B, n, n, n) grid; ``grid.cost`` holds the density evaluations and the seconds they took (all
+        levels, :data:`BASE_RESOLUTION`).
     """
     bound = net.scene_bound
     if bound is None:
@@ -97,17 +103,26 @@ def build_grid(net: FeatureNeRFNet, cond: Conditioning, resolution: int | None =
     resolution = net.occupancy_resolution if resolution is None else resolution
     if net.fast_rendering():
         cond = net.prepare(cond)
-    with torch.no_grad():
-        return OccupancyGrid.build(
-            lambda xyz: object_density(net, cond, xyz),
-            bound,
-            batch_size=cond.batch_size,
-            resolution=resolution,
-            threshold=THRESHOLD,
-            dilation=DILATION,
-            chunk=net.chunk * 16,
-            device=cond.features.device,
-        )
+    levels = [resolution]
+    while levels[-1] % 2 == 0 and levels[-1] // 2 >= BASE_RESOLUTION:
+        levels.append(levels[-1] // 2)
+    grid, points, seconds = None, 0, 0.0
+    for res in reversed(levels):  # coarsest first
+        within = None if grid is None else upsample(grid.occupied, res // grid.resolution)
+        with torch.no_grad():
+            grid = OccupancyGrid.build(
+                lambda xyz: object_density(net, cond, xyz),
+                bound,
+                batch_size=cond.batch_size,
+                resolution=res,
+                threshold=THRESHOLD,
+                dilation=DILATION,
+                chunk=net.chunk * 16,
+                device=cond.features.device,
+                within=within,
+            )
+        points, seconds = points + grid.cost.points, seconds + grid.cost.seconds
+    return dataclasses.replace(grid, cost=GridCost(points, seconds))
 
 
 def with_occupancy(net: FeatureNeRFNet, cond: Conditioning, rays: int | None = None) -> Conditioning:
