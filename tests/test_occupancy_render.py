@@ -166,7 +166,7 @@ def test_render_image_builds_a_grid_when_it_pays_and_not_otherwise(monkeypatch):
         net.render_image(cond, pose, focal, c, 16, 16, skip_empty=True)  # 256 rays x 24 samples > 268 points
         assert builds == [8]
         scene.seen()
-        net.occupancy_resolution = 64  # 137k lattice points for 6k samples: not worth it
+        net.occupancy_resolution = 64  # about 34k density evaluations for 6k samples: not worth it
         net.render_image(cond, pose, focal, c, 16, 16, skip_empty=True)
         net.occupancy_resolution = 0  # off
         net.render_image(cond, pose, focal, c, 16, 16, skip_empty=True)

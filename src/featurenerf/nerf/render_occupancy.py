@@ -45,13 +45,28 @@ BASE_RESOLUTION = 32
 
 
 def lattice_points(bound: Sphere | Box, resolution: int) -> int:
-    """Density evaluations a grid of ``resolution``³ cells over ``bound`` costs per object (about)."""
+    """Lattice points of a ``resolution``³ grid over ``bound`` that lie in it (about)."""
     lo, hi = bound_box(bound)
     volume = 1.0
     for a, b in zip(lo, hi):
         volume *= b - a
     inside = (4 / 3 * torch.pi * bound.radius**3 / volume) if isinstance(bound, Sphere) else 1.0
     return int(resolution**3 * inside)
+
+
+def levels(resolution: int) -> list[int]:
+    """The grid resolutions a build looks at, coarsest first (:data:`BASE_RESOLUTION`)."""
+    out = [resolution]
+    while out[-1] % 2 == 0 and out[-1] // 2 >= BASE_RESOLUTION:
+        out.append(out[-1] // 2)
+    return out[::-1]
+
+
+def build_cost(bound: Sphere | Box, resolution: int) -> int:
+    """Density evaluations a grid is expected to cost per object: the coarsest level's lattice, and an
+    eighth of each finer one (the occupied share of a level is 8-11 % on the trained toy cars)."""
+    first, *finer = levels(resolution)
+    return lattice_points(bound, first) + sum(lattice_points(bound, r) // 8 for r in finer)
 
 
 def samples_per_ray(net: FeatureNeRFNet) -> int:
@@ -62,11 +77,12 @@ def samples_per_ray(net: FeatureNeRFNet) -> int:
 
 def grid_pays(net: FeatureNeRFNet, rays: int | None) -> bool:
     """Whether building the net's grid is worth it for ``rays`` rays per object (``None``: always, e.g.
-    an orbit that reuses it): when the render would evaluate at least as many samples as the lattice."""
+    an orbit that reuses it): when the render would evaluate at least as many samples as the build
+    (:func:`build_cost`)."""
     bound = net.scene_bound
     if not isinstance(bound, (Sphere, Box)) or net.occupancy_resolution < 1:
         return False  # no bound (or one a grid cannot tile), or no grid asked for
-    return rays is None or rays * samples_per_ray(net) >= lattice_points(bound, net.occupancy_resolution)
+    return rays is None or rays * samples_per_ray(net) >= build_cost(bound, net.occupancy_resolution)
 
 
 def object_density(net: FeatureNeRFNet, cond: Conditioning, xyz: Tensor) -> Tensor:
@@ -103,11 +119,8 @@ def build_grid(net: FeatureNeRFNet, cond: Conditioning, resolution: int | None =
     resolution = net.occupancy_resolution if resolution is None else resolution
     if net.fast_rendering():
         cond = net.prepare(cond)
-    levels = [resolution]
-    while levels[-1] % 2 == 0 and levels[-1] // 2 >= BASE_RESOLUTION:
-        levels.append(levels[-1] // 2)
     grid, points, seconds = None, 0, 0.0
-    for res in reversed(levels):  # coarsest first
+    for res in levels(resolution):  # coarsest first
         within = None if grid is None else upsample(grid.occupied, res // grid.resolution)
         with torch.no_grad():
             grid = OccupancyGrid.build(
