@@ -83,3 +83,32 @@ def test_occupancy_section_is_skipped_without_a_checkpoint(tmp_path, monkeypatch
     r = run.trained_toy_occupancy(None, None, 1)
     assert "skipped" in r
     assert "no trained toy checkpoint" in "\n".join(report.markdown({"occupancy": r}).splitlines())
+
+
+@pytest.mark.slow
+def test_grid_is_exact_on_a_trained_toy_checkpoint(monkeypatch):
+    """The issue's exactness bar on held-out views of a trained toy model: PSNR change ≤ 0.05 dB and
+    foreground feature cosine ≥ 0.999 against the exhaustive render. Uses ``FEATURENERF_TOY_CKPT`` (with
+    ``FEATURENERF_TOY_DATA``), else the newest run under ``outputs/`` (``make demo``)."""
+    import os
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import occupancy_bench
+    import run
+
+    found = run.find_toy_run(os.environ.get("FEATURENERF_TOY_CKPT"), os.environ.get("FEATURENERF_TOY_DATA"))
+    if found is None:
+        pytest.skip("no trained toy checkpoint (make demo, or FEATURENERF_TOY_CKPT/FEATURENERF_TOY_DATA)")
+    from featurenerf.api import background_name, load, training_image_size
+    from featurenerf.data.datasets import NovelViews, ObjectViews
+    from featurenerf.data.formats import list_objects_any
+
+    ckpt, root = found
+    net = load(ckpt)
+    size = training_image_size(ckpt) or 64
+    data = NovelViews(list_objects_any(root, "test")[:2], ObjectViews(size, background_name(net), None), 1, 1)
+    exact = occupancy_bench.exactness(net, data, [64])
+    rows = exact["rows"]["grid64"]
+    assert rows["psnr_delta_vs_exhaustive_max_abs"] <= 0.05
+    assert rows["feature_cosine_fg_min_view_mean"] >= 0.999
+    assert rows["samples_per_ray"] < 0.5 * exact["exhaustive_samples_per_ray"]
