@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from occupancy_bench import TARGETS as GRID_TARGETS
+from occupancy_bench import summary as grid_summary
+
 TARGETS = {
+    **GRID_TARGETS,
     "matmul_fraction": "≥ 0.8",
     "step_ratio_vs_naive": "≤ 0.6",
     "render_ratio_vs_naive": "≤ 0.3",
@@ -50,6 +54,8 @@ def summary(r: dict) -> dict:
             }
             for k, v in psnr["rows"].items()
         }
+    if "exactness" in r.get("occupancy", {}):
+        s["occupancy"] = grid_summary(r["occupancy"])
     if "cache" in r:
         s["cache_ratio"] = r["cache"]["ratio_cached_vs_on_the_fly"]
     if "scaling" in r:

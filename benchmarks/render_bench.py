@@ -8,22 +8,31 @@ Rows (same net, same view, timed interleaved):
   early termination (``stop_transmittance``) and zero-interval samples skipped.
 * ``skip_box`` — ``skip`` with the normalised-object box [-0.5, 0.5]^3 as the bound (SRN and the toy
   objects are scaled to a bounding-box diagonal of at most 1 around the origin).
+* ``grid`` — ``skip`` with the occupancy grid at the model's default resolution, built for this one
+  render (its build is in the time, and its density evaluations in the samples per ray). The ``skip``
+  rows have no grid (``occupancy_resolution`` 0).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 from harness import PeakRSS, cameras, intrinsics, load_config, median, timed
 
+from featurenerf.nerf.model import FeatureNeRFNet
 from featurenerf.rendering.bounds import Box
+
+#: The occupancy grid resolution of the ``grid`` row: the model's default.
+GRID_RESOLUTION = inspect.signature(FeatureNeRFNet).parameters["occupancy_resolution"].default
 
 ROWS = {
     "naive": {"fast_field": False, "reuse_coarse": False, "skip_empty": False},
     "exhaustive": {"fast_field": True, "reuse_coarse": True, "skip_empty": False},
     "skip": {"fast_field": True, "reuse_coarse": True, "skip_empty": True},
     "skip_box": {"fast_field": True, "reuse_coarse": True, "skip_empty": True, "bound": Box()},
+    "grid": {"fast_field": True, "reuse_coarse": True, "skip_empty": True, "occupancy": GRID_RESOLUTION},
 }
 
 
@@ -44,16 +53,18 @@ class SampleCounter:
 
 
 def render(net, row: dict, cond, pose, focal, c, size: int, outputs=("rgb", "depth", "opacity")) -> dict:
-    """One full-image render of ``row`` (restores the net's flags afterwards)."""
-    saved = (net.fast_field, net.reuse_coarse)
+    """One full-image render of ``row`` (restores the net's flags afterwards). ``cond`` must carry no
+    occupancy grid: the ``grid`` row builds its own, the others have none."""
+    saved = (net.fast_field, net.reuse_coarse, net.occupancy_resolution)
     net.fast_field, net.reuse_coarse = row["fast_field"], row["reuse_coarse"]
+    net.occupancy_resolution = row.get("occupancy", 0)
     if "bound" in row:
         net.scene_bound = row["bound"]
     try:
         with torch.no_grad():
             return net.render_image(cond, pose, focal, c, size, size, outputs, skip_empty=row["skip_empty"])
     finally:
-        net.fast_field, net.reuse_coarse = saved
+        net.fast_field, net.reuse_coarse, net.occupancy_resolution = saved
         if "bound" in row:
             net.scene_bound = None  # back to the sphere of scene_radius
 
@@ -84,8 +95,6 @@ def bench_untrained(name: str, size: int | None, repeats: int) -> dict:
     ``size`` renders at a reduced resolution with the same field of view (focal scaled), so rays cover the
     view as at full size; times are then extrapolated by the pixel ratio (stated in the result).
     """
-    from featurenerf.nerf.model import FeatureNeRFNet
-
     cfg = load_config(name)
     full = cfg["data"]["image_size"]
     size = size or full

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import occupancy_bench
 from bench_summary import TARGETS, gpu_summary, summary
 
 
@@ -36,6 +37,7 @@ def markdown(r: dict) -> str:
     for cfg, t in r.get("render", {}).items():
         lines += render_block(cfg, t, r.get("render_device"))
     lines += trained_render_block(r.get("psnr"))
+    lines += occupancy_bench.markdown(r.get("occupancy"))
     lines += cache_block(r.get("cache"))
     lines += scaling_block(r.get("scaling"))
     if r.get("skipped"):
@@ -337,6 +339,7 @@ def headlines(r: dict) -> list[str]:
         if other != cfg:
             rows += [(f"{a} ({other})", b, c) for a, b, c in fraction_headlines(t) if "error" in a]
     rows += render_headlines(s)
+    rows += occupancy_bench.headlines(r.get("occupancy"))
     if "cache_ratio" in s:
         rows.append(
             (
@@ -419,7 +422,7 @@ def render_headlines(s: dict) -> list[tuple[str, str, str]]:
     """Render ÷ naive and PSNR cost of skipping (trained toy), render ÷ naive of the untrained configs."""
     rows = []
     trained = s.get("trained_toy_render") or {}
-    for k in ("skip", "skip_box"):
+    for k in ("skip", "skip_box", "grid"):
         if k in trained:
             v = trained[k]
             rows.append(

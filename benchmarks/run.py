@@ -6,7 +6,9 @@
 
 Sections: ``train`` (training step rows at the toy and the paper's srn_cars config), ``render`` (full-image
 render time, untrained weights), ``psnr`` (render time and PSNR cost of skipping on held-out views of a
-trained toy checkpoint: ``--toy-ckpt``/``--toy-data``, else the latest ``make demo`` run), ``cache``
+trained toy checkpoint: ``--toy-ckpt``/``--toy-data``, else the latest ``make demo`` run), ``occupancy``
+(the occupancy grid on that checkpoint: exactness, samples per ray, build cost, a 128² render and a
+24-frame orbit against pixelNeRF's way), ``cache``
 (teacher cache vs on-the-fly epoch time), ``scaling`` (step time vs rays per batch and source views).
 Every ratio compares rows measured in the same process, interleaved; times are medians over repeats.
 
@@ -14,7 +16,8 @@ Every ratio compares rows measured in the same process, interleaved; times are m
 GPU: srn_cars (naive, fast, fast_bf16, fast_compile), srn_cars with 4x the rays per object (a batch that
 keeps the GPU busy) and toy, each with 10 repeats, fp32 vs ``torch.autocast("cuda", torch.bfloat16)``,
 matmul fractions against same-dtype GEMMs on the GPU, and CUDA peak memory per row. The other sections
-have no GPU path: ``render`` still runs on the CPU; ``psnr``, ``cache`` and ``scaling`` are skipped (the
+have no GPU path: ``render`` still runs on the CPU; ``psnr``, ``occupancy``, ``cache`` and ``scaling`` are
+skipped (the
 reason is recorded) unless named with ``--sections``.
 
     python benchmarks/run.py --device cuda --sections train --out /tmp/bench   # GPU rows only
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("train", "render", "psnr", "cache", "scaling")
+SECTIONS = ("train", "render", "psnr", "occupancy", "cache", "scaling")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,6 +98,7 @@ QUICK_SIZES = {"rays_per_object": 32, "batch_size": 2, "image_size": 32}
 QUICK_MODEL = {"d_hidden": 64, "n_coarse": 16, "n_fine": 4, "n_fine_depth": 4, "encoder_layers": 2}
 CPU_ONLY = {  # no GPU path in these: on a GPU machine `make bench` reports the GPU rows and the CPU render rows
     "psnr": "CPU-only section (trained-checkpoint render); run with --device cpu",
+    "occupancy": "CPU-only section (trained-checkpoint render); run with --device cpu",
     "cache": "CPU-only section (data loading); run with --device cpu",
     "scaling": "CPU-only section; run with --device cpu",
 }
@@ -206,6 +210,9 @@ def section_plan(args: argparse.Namespace, device: str, sections: tuple[str, ...
         plan.append(
             ("psnr", Store("psnr", compute=partial(trained_toy_render, args.toy_ckpt, args.toy_data)))
         )
+    if "occupancy" in sections:
+        grid = partial(trained_toy_occupancy, args.toy_ckpt, args.toy_data, args.repeats or 1)
+        plan.append(("occupancy", Store("occupancy", compute=grid)))
     if "cache" in sections:
         plan.append(("cache", Store("cache", compute=partial(teacher_cache, args.repeats or 2))))
     if "scaling" in sections:
@@ -296,6 +303,20 @@ def trained_toy_render(ckpt: str | None, data: str | None) -> dict:
         return {"skipped": "no trained toy checkpoint: run `make demo` or pass --toy-ckpt/--toy-data"}
     ckpt, root = found
     return render_bench.bench_trained(ckpt, root, "test", objects=4, views=2, repeats=1)
+
+
+def trained_toy_occupancy(ckpt: str | None, data: str | None, repeats: int) -> dict:
+    """The occupancy grid on a trained toy checkpoint (skipped without one): exactness on 4 held-out
+    objects x 2 views, a 128² render and a 24-frame orbit against pixelNeRF's way, grids 32³ and 64³."""
+    import occupancy_bench
+
+    found = find_toy_run(ckpt, data)
+    if found is None:
+        return {"skipped": "no trained toy checkpoint: run `make demo` or pass --toy-ckpt/--toy-data"}
+    ckpt, root = found
+    return occupancy_bench.bench_occupancy(
+        ckpt, root, "test", objects=4, views=2, size=128, frames=24, repeats=repeats
+    )
 
 
 def teacher_cache(repeats: int) -> dict:

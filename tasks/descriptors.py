@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from featurenerf.geometry.cameras import project_points, rays_from_pixels, uv_to_grid
-from featurenerf.nerf.renderer import eval_noise
+from featurenerf.nerf.renderer import eval_noise, with_occupancy
 
 #: Methods that have per-pixel / per-point descriptors (what label-transfer tasks support by default).
 DESCRIPTOR_METHODS = ("featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf")
@@ -102,6 +102,9 @@ def render_pixels(
 ) -> dict[str, Tensor]:
     """Volume-render named outputs at pixel positions of ``view``'s camera (fine pass, seeded jitter).
 
+    Empty space is skipped: by ``cond``'s occupancy grid, built here when it has none and one pays for
+    this many pixels (:func:`~featurenerf.nerf.render_occupancy.with_occupancy`), else the scene bound.
+
     Args:
         net: a :class:`~featurenerf.nerf.model.FeatureNeRFNet`; cond: its batch-1 conditioning.
         uv: (N, 2) pixel positions at ``view.size``.
@@ -111,6 +114,7 @@ def render_pixels(
     origins, dirs = rays_from_pixels(uv, view.pose, view.focal, view.c)
     chunk = chunk or getattr(net, "chunk", 4096)
     noise = eval_noise(net, (len(uv),), 0, origins)  # the training sample distribution, seeded
+    cond = with_occupancy(net, cond, len(uv))  # once for all chunks
     parts: dict[str, list[Tensor]] = {k: [] for k in outputs}
     for start in range(0, len(uv), chunk):
         sl = slice(start, start + chunk)

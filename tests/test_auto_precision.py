@@ -83,3 +83,28 @@ def test_bad_precision_is_still_refused(capsys):
 @pytest.mark.parametrize("name", ["toy_cars.yaml", "toy_chairs.yaml"])
 def test_toy_configs_default_to_auto(name):
     assert yaml.safe_load((REPO / "configs" / name).read_text())["trainer"]["precision"] == "auto"
+
+
+@pytest.mark.parametrize("flag", [[], ["--tf32", "false"], ["--tf32", "true"]], ids=["default", "off", "on"])
+def test_tf32_option_sets_the_matmul_precision_only_when_on(tmp_path, capsys, flag):
+    import torch
+
+    from featurenerf.data.datamodule import FeatureNeRFData
+    from featurenerf.lightning_cli import FeatureNeRFCLI
+    from featurenerf.module import FeatureNeRF
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        args = [
+            "--config", str(REPO / "configs" / "toy_cars.yaml"), "--data.teacher=null",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", *flag,
+        ]  # fmt: skip
+        cli = FeatureNeRFCLI(FeatureNeRF, FeatureNeRFData, args=args, run=False, save_config_callback=None)
+        on = flag == ["--tf32", "true"]
+        assert cli.config.tf32 is on
+        assert torch.get_float32_matmul_precision() == ("high" if on else "highest")
+        assert torch.backends.cuda.matmul.allow_tf32 is on
+        assert ("tf32: fp32 matrix products may use TensorFloat-32" in capsys.readouterr().err) is on
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -40,6 +40,7 @@ def test_cpu_plans_quick_and_full(bench):
         "render toy",
         "render srn_cars",
         "psnr",
+        "occupancy",
         "cache",
         "scaling",
     ]
@@ -50,7 +51,7 @@ def test_cpu_plans_quick_and_full(bench):
 def test_gpu_plan_skips_cpu_only_sections_unless_named(bench):
     run, _ = bench
     skipped, work = _plan(run, [], "cuda")
-    assert set(skipped) == {"psnr", "cache", "scaling"}
+    assert set(skipped) == {"psnr", "occupancy", "cache", "scaling"}
     assert list(work)[:3] == ["train toy (cuda)", "train srn_cars_x4rays (cuda)", "train srn_cars (cuda)"]
     assert all(kw == {"device": "cuda"} for fn, _, kw in list(work.values())[:3])
     assert work["train srn_cars (cuda)"][1][1][-1] == "fast_compile"  # the compile row last

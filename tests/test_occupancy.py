@@ -8,6 +8,7 @@ from ``featurenerf.rendering``, with the grid and early termination as options.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -192,7 +193,8 @@ def test_samples_per_ray_report(capsys):
 
 
 def test_grid_is_a_scene_bound_for_the_model_renderer():
-    """The hook the renderer uses: a grid in place of ``scene_bound`` (objects flattened object-major)."""
+    """The hook the renderer uses: a conditioning's grid in place of ``scene_bound`` (objects flattened
+    object-major)."""
     from batches import camera_batch
 
     from featurenerf.nerf.model import FeatureNeRFNet
@@ -206,6 +208,9 @@ def test_grid_is_a_scene_bound_for_the_model_renderer():
         pose, focal, c = batch["src_poses"][:, 0], batch["focal"], batch["c"]
 
         def image(bound):
+            if isinstance(bound, OccupancyGrid):
+                grid_cond = dataclasses.replace(cond, occupancy=bound)
+                return net.render_image(grid_cond, pose, focal, c, 8, 8, outputs=("rgb", "opacity"))
             net.scene_bound = bound
             return net.render_image(cond, pose, focal, c, 8, 8, outputs=("rgb", "opacity"))
 

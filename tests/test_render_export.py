@@ -198,6 +198,26 @@ def test_render_without_pose_says_which_camera_it_assumed(sphere_ckpt, view_file
         assert gif.n_frames == 2 and gif.size == (3 * 16, 16)
 
 
+def test_render_occupancy_option_reports_the_grid_and_leaves_the_views_unchanged(
+    sphere_ckpt, view_files, tmp_path, capsys
+):
+    d, _ = view_files
+    base = ["--ckpt", str(sphere_ckpt), "--image", str(d / "img.png"), "--pose", str(d / "pose.txt")]
+    base += ["--frames", "2", "--render-size", "16"]
+    assert render.main([*base, "--out", str(tmp_path / "g"), "--occupancy-resolution", "16"]) == 0
+    err = capsys.readouterr().err
+    assert "render: occupancy grid 16x16x16:" in err and "density evaluations" in err
+    assert render.main([*base, "--out", str(tmp_path / "n"), "--occupancy-resolution", "0", "--quiet"]) == 0
+    assert "occupancy grid" not in capsys.readouterr().err
+    for k in range(2):
+        a = np.asarray(Image.open(tmp_path / "g" / "frames" / f"rgb_{k:03d}.png"), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "n" / "frames" / f"rgb_{k:03d}.png"), dtype=int)
+        assert np.abs(a - b).max() <= 1
+    rc = render.main([*base, "--out", str(tmp_path / "x"), "--occupancy-resolution", "-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--occupancy-resolution must be >= 0" in err[0]
+
+
 def test_render_missing_checkpoint_is_one_line(view_files, tmp_path, capsys):
     d, _ = view_files
     rc = render.main(

@@ -24,7 +24,7 @@ from featurenerf.cli_types import accept_registry_names, short_parse_error
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.errors import ConfigError, DataError, FeatureNeRFError, UnknownNameError
 from featurenerf.module import FeatureNeRF
-from featurenerf.precision import resolve_precision
+from featurenerf.precision import resolve_precision, use_tf32
 from featurenerf.progress import ProgressLog, default_progress_bar, format_duration
 from featurenerf.ranges import range_error_message
 from featurenerf.teachers import TEACHERS, Teacher
@@ -116,6 +116,13 @@ class FeatureNeRFCLI(LightningCLI):
         parser.add_class_arguments(
             TaskSuite, "tasks", skip={"tasks", "datamodule", "out_dir"}, instantiate=False, fail_untyped=True
         )
+        parser.add_argument(
+            "--tf32",
+            type=bool,
+            default=False,
+            help="let fp32 matrix products on CUDA use TensorFloat-32 (faster, ~10-bit mantissa; Ampere "
+            "and later GPUs). Off by default",
+        )
         _accept_auto_precision(parser)
 
     def instantiate_trainer(self, **kwargs):
@@ -177,6 +184,8 @@ class FeatureNeRFCLI(LightningCLI):
         cfg = self._cfg()
         # Resolved first so the run's saved config records the choice; said once nothing can fail.
         cfg.trainer.precision, note = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+        tf32_note = use_tf32(bool(cfg.get("tf32")))
+        note = "\n".join(n for n in (note, tf32_note) if n) or None
         root = Path(cfg.trainer.default_root_dir or DEFAULT_RUNS_ROOT)
         self.saved_config = None
         if sub == "fit":

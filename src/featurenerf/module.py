@@ -57,7 +57,7 @@ class FeatureNeRF(L.LightningModule):
         feature_dim: distilled feature width; linked from the teacher (``data.feature_dim``) by the CLI.
         encoder, encoder_layers, encoder_weights, d_hidden, n_blocks, n_inject, combine_layer, num_freqs,
             freq_factor, use_viewdirs, n_coarse, n_fine, n_fine_depth, depth_std, near, far, background,
-            reuse_coarse, scene_radius, stop_transmittance, chunk: see
+            reuse_coarse, scene_radius, stop_transmittance, occupancy_resolution, chunk: see
             :class:`~featurenerf.nerf.model.FeatureNeRFNet` (same names, same paper defaults).
         rgb_weight, distill_weight, coord_weight: loss weights (paper: 1 / 0.25 / 0.25), each applied to
             the coarse and the fine pass.
@@ -101,6 +101,7 @@ class FeatureNeRF(L.LightningModule):
         reuse_coarse: bool = True,
         scene_radius: PositiveFloat | None = None,
         stop_transmittance: UnitIntervalBelowOne = 0.0,
+        occupancy_resolution: NonNegativeInt = 64,
         chunk: PositiveInt = 4096,
         rgb_weight: NonNegativeFloat = 1.0,
         distill_weight: NonNegativeFloat = 0.25,
@@ -297,6 +298,7 @@ class FeatureNeRF(L.LightningModule):
         cond = self.net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
         tgt = batch["tgt_images"][0]  # (T, 3, H, W)
         t, _, hgt, wid = tgt.shape
+        cond = self.net.with_occupancy(cond, t * hgt * wid)  # one grid for the T target views
         want = ("rgb", "features") if self.net.feature_dim > 0 and "tgt_teacher" in batch else ("rgb",)
         preds, feats = [], []
         for i in range(t):

@@ -6,6 +6,8 @@ fp32 and a bf16-mixed training step at 0.39x the fp32 one; on an AVX2-only CPU b
 slower than fp32. On CUDA, bf16-mixed wherever the GPU supports bf16 (Ampere and later).
 Lightning does not know "auto"; the CLI resolves it with :func:`resolve_precision` before the Trainer is
 built, and says which it chose.
+
+``--tf32 true`` (off by default) lets fp32 matrix products on CUDA run in TensorFloat-32 (:func:`use_tf32`): about 10 mantissa bits instead of 23 on Ampere and later GPUs, for a faster fp32 step.
 """
 
 from __future__ import annotations
@@ -70,3 +72,15 @@ def resolve_precision(precision: object, accelerator: object = "auto") -> tuple[
         return precision, None
     choice, reason = auto_precision(accelerator)
     return choice, f"trainer.precision auto: {choice} ({reason})"
+
+
+def use_tf32(enabled: bool) -> str | None:
+    """Let fp32 matrix products on CUDA run in TF32 when ``enabled``
+    (``torch.set_float32_matmul_precision("high")``, which sets ``torch.backends.cuda.matmul.allow_tf32``)
+    and return a one-line note saying so; leave torch's settings as they are otherwise (fp32 matmuls)."""
+    if not enabled:
+        return None
+    import torch
+
+    torch.set_float32_matmul_precision("high")
+    return "tf32: fp32 matrix products may use TensorFloat-32 on CUDA (float32 matmul precision high)"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # torch is imported when a command runs, so `featurenerf --he
 
     from featurenerf.api import SourceView
     from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
+    from featurenerf.rendering.occupancy import OccupancyGrid
 
 DESCRIPTION = "Render an orbit of novel views (RGB, depth, feature PCA) from one image: PNGs, sheet, GIF"
 #: Foreground = rendered opacity above this (the PCA is fitted there; export keeps these rays).
@@ -68,6 +69,13 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         default="internal",
         help="feature shown as PCA colours: the internal v_NeRF (default) or the distilled head",
     )
+    parser.add_argument(
+        "--occupancy-resolution",
+        type=int,
+        default=None,
+        help="cells per axis of the occupancy grid built once for the input view and used by every "
+        "rendered view to skip empty space (default: the model's occupancy_resolution; 0: no grid)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument(
         "--trust",
@@ -104,7 +112,11 @@ def prepare(args: argparse.Namespace) -> Prepared:
 
     from featurenerf.api import load, load_view, training_image_size
 
+    if args.occupancy_resolution is not None and args.occupancy_resolution < 0:
+        raise ValueError(f"--occupancy-resolution must be >= 0 (0: no grid), got {args.occupancy_resolution}")
     net = load(args.ckpt, args.device, trust=args.trust, trust_hint="if you trust the file, pass --trust")
+    if args.occupancy_resolution is not None:
+        net.occupancy_resolution = args.occupancy_resolution
     size = args.size or training_image_size(args.ckpt)
     view = load_view(args.image, net, args.pose, args.intrinsics, size).to(args.device)
     prog = f"featurenerf {args.command}"
@@ -157,12 +169,16 @@ def render_orbit(
 
     ``feature`` is the rendered output kept for the foreground pixels ("hidden": internal v_NeRF,
     "features": distilled head, None: none); only foreground rows are kept, in float16, so a long
-    orbit of 512-d maps fits in memory.
+    orbit of 512-d maps fits in memory. One occupancy grid (``net.occupancy_resolution``) is built for
+    ``cond`` and serves every frame; its cost is printed to stderr with the progress bar.
     """
     import torch
     from tqdm.auto import tqdm
 
     device = cond.features.device
+    cond = net.with_occupancy(cond, len(poses) * height * width)  # one grid for the whole orbit
+    if progress and cond.occupancy is not None:
+        print(grid_line(cond.occupancy, desc), file=sys.stderr)
     outputs = ("rgb", "depth", "opacity", *((feature,) if feature else ()))
     rgb, depth, opacity, fg = [], [], [], []
     with torch.no_grad():
@@ -194,6 +210,15 @@ def render_orbit(
         poses.cpu(),
         focal.cpu(),
         c.cpu(),
+    )
+
+
+def grid_line(grid: OccupancyGrid, prog: str) -> str:
+    """One line saying what the occupancy grid of a render cost and how much of it is occupied."""
+    n, cost = grid.resolution, grid.cost
+    return (
+        f"{prog}: occupancy grid {n}x{n}x{n}: {100 * grid.occupied_fraction:.1f} % of cells occupied, built "
+        f"in {cost.seconds:.2f} s ({cost.points} density evaluations)"
     )
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from featurenerf.rendering.occupancy import OccupancyGrid
+
 
 @dataclass
 class Conditioning:
@@ -27,6 +29,9 @@ class Conditioning:
         injected: set by :meth:`FeatureNeRFNet.prepare`: per injected MLP block, the encoder maps after
             that block's injection layer, channels last, (B·V·h·w, d_hidden) rows ordered (b, v, y, x).
             Valid for the weights it was made with, like ``features``.
+        occupancy: an occupancy grid of these B objects (:func:`featurenerf.nerf.render_occupancy.
+            with_occupancy`); renders that skip empty space evaluate only samples in its occupied cells.
+            Valid for the weights it was made with; training renders never use it.
     """
 
     features: Tensor
@@ -35,6 +40,7 @@ class Conditioning:
     c: Tensor
     image_size: tuple[int, int]
     injected: tuple[Tensor, ...] | None = None
+    occupancy: OccupancyGrid | None = None
 
     @property
     def batch_size(self) -> int:
@@ -47,8 +53,9 @@ class Conditioning:
         if self.injected is not None:
             b = self.batch_size
             injected = tuple(t.reshape(b, -1, t.shape[-1])[s].reshape(-1, t.shape[-1]) for t in self.injected)
+        occupancy = None if self.occupancy is None else self.occupancy.select(index)
         return Conditioning(
-            self.features[s], self.poses[s], self.focal[s], self.c[s], self.image_size, injected
+            self.features[s], self.poses[s], self.focal[s], self.c[s], self.image_size, injected, occupancy
         )
 
 

@@ -90,6 +90,9 @@ class FeatureNeRFNet(nn.Module):
             (Set :attr:`scene_bound` to a :class:`~featurenerf.rendering.bounds.Box` for a box.)
         stop_transmittance: render-time early ray termination: samples behind the point where the
             transmittance falls below this are not evaluated; 0 turns it off.
+        occupancy_resolution: render-time occupancy grid (needs a scene bound): after ``encode``, density
+            on this many cells per axis of the bound decides which samples are evaluated at all
+            (:mod:`featurenerf.nerf.render_occupancy`); 0 turns it off. Training never uses it.
         chunk: rays per MLP call when rendering whole images (memory does not grow with image size).
 
     Attributes (not constructor arguments; they never change results beyond float rounding):
@@ -122,6 +125,7 @@ class FeatureNeRFNet(nn.Module):
         reuse_coarse: bool = True,
         scene_radius: float | None = None,
         stop_transmittance: float = 0.0,
+        occupancy_resolution: int = 64,
         chunk: int = 4096,
     ) -> None:
         super().__init__()
@@ -160,6 +164,9 @@ class FeatureNeRFNet(nn.Module):
         self.reuse_coarse = reuse_coarse
         self.scene_radius = scene_radius
         self.stop_transmittance = stop_transmittance
+        if occupancy_resolution < 0:
+            raise ValueError(f"occupancy_resolution must be >= 0 (0: no grid), got {occupancy_resolution}")
+        self.occupancy_resolution = occupancy_resolution
         self.chunk = chunk
         self.fast_field = True
         self.render_segments = 4
@@ -436,9 +443,11 @@ class FeatureNeRFNet(nn.Module):
     # ------------------------------------------------------------------ rendering (nerf/renderer.py)
     # The renderer's functions as methods (this net is their field): ``net.render_rays(cond, origins,
     # dirs, outputs, perturb, skip_empty, generator)`` and ``net.render_image(cond, pose, focal, c,
-    # height, width, outputs, skip_empty, chunk, jitter_seed)``; see their docstrings.
+    # height, width, outputs, skip_empty, chunk, jitter_seed)``, ``net.with_occupancy(cond, rays)``; see
+    # their docstrings.
     render_rays = renderer.render_rays
     render_image = renderer.render_image
+    with_occupancy = renderer.with_occupancy
 
     def render_features(
         self, cond: Conditioning, pose: Tensor, focal: Tensor, c: Tensor, height: int, width: int

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from featurenerf.nerf.conditioning import Conditioning
+from featurenerf.nerf.render_occupancy import render_bound
 from featurenerf.nerf.render_passes import (
     RayQuery,
     Samples,
@@ -166,7 +167,7 @@ def render_fast(
     cond = net.prepare(query.cond)
     rays = FastRays(cond, net.ray_frames(cond, o, d, obj), o, d)
     keep = tuple(k for k, want in _KEEP if want in outputs)
-    bound = net.scene_bound if skip_empty else None
+    bound = render_bound(net, cond, skip_empty)  # the occupancy grid when cond has one
     stop = net.stop_transmittance if skip_empty else 0.0
 
     z_c = coarse_samples(net, near, far, how)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from featurenerf.nerf.conditioning import Conditioning
+from featurenerf.nerf.render_occupancy import render_bound
 from featurenerf.nerf.render_passes import (
     RayQuery,
     coarse_samples,
@@ -49,9 +50,12 @@ def query_rays(
     return {k: torch.stack(v) for k, v in out.items()}
 
 
-def _inside(net: FeatureNeRFNet, origins: Tensor, dirs: Tensor, z: Tensor, skip_empty: bool) -> Tensor | None:
-    """Samples z (B, R, N) inside the scene bound when skipping empty space, else None (all)."""
-    bound = net.scene_bound if skip_empty else None
+def _inside(
+    net: FeatureNeRFNet, cond: Conditioning, origins: Tensor, dirs: Tensor, z: Tensor, skip_empty: bool
+) -> Tensor | None:
+    """Samples z (B, R, N) inside the scene bound (or in occupied cells of ``cond``'s occupancy grid) when
+    skipping empty space, else None (all)."""
+    bound = render_bound(net, cond, skip_empty)
     if bound is None:
         return None
     return bound.contains(origins[:, :, None] + z[..., None] * dirs[:, :, None])
@@ -82,11 +86,11 @@ def render_reference(net: FeatureNeRFNet, query: RayQuery) -> dict[str, dict[str
         return composite_reference(net, z.reshape(flat, -1), flat_raw, xyz.reshape(flat, -1, 3), far, names)
 
     z_c = coarse_samples(net, near, far, how).reshape(b, r, -1)
-    raw_c = query_rays(net, cond, origins, dirs, z_c, _inside(net, origins, dirs, z_c, skip_empty))
+    raw_c = query_rays(net, cond, origins, dirs, z_c, _inside(net, cond, origins, dirs, z_c, skip_empty))
     coarse, w_c = composite_pass(z_c, raw_c, tuple(dict.fromkeys((*outputs, "depth"))))
     z_new = fine_samples(net, w_c, coarse["depth"], near, far, how).reshape(b, r, -1)
     if net.reuse_coarse:
-        alive_new = _inside(net, origins, dirs, z_new, skip_empty)
+        alive_new = _inside(net, cond, origins, dirs, z_new, skip_empty)
         if skip_empty and net.stop_transmittance > 0:
             visible = still_visible(w_c.reshape(b, r, -1), z_c, z_new, net.stop_transmittance)
             alive_new = visible if alive_new is None else alive_new & visible
@@ -95,7 +99,7 @@ def render_reference(net: FeatureNeRFNet, query: RayQuery) -> dict[str, dict[str
         raw_f = _merge_by_depth(raw_c, raw_new, order)
     else:
         z_f, _ = torch.cat([z_c, z_new], dim=-1).sort(dim=-1)
-        raw_f = query_rays(net, cond, origins, dirs, z_f, _inside(net, origins, dirs, z_f, skip_empty))
+        raw_f = query_rays(net, cond, origins, dirs, z_f, _inside(net, cond, origins, dirs, z_f, skip_empty))
     fine, _ = composite_pass(z_f, raw_f, outputs)
 
     def unflat(d: dict[str, Tensor]) -> dict[str, Tensor]:

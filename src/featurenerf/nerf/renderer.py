@@ -13,7 +13,9 @@ float64 rounding in ``tests/test_fine_reuse.py``):
 
 Both end in :func:`assemble`, the one place the named outputs (:data:`RENDERABLE`) are built from the
 compositing weights and the per-ray sums. Empty-space skipping (render time only, ``skip_empty=True``):
-samples outside ``net.scene_bound`` never reach the MLP and have zero density; the coarse pass is marched
+samples outside ``net.scene_bound`` (or, when the conditioning carries one, outside the occupied cells of
+its occupancy grid: :mod:`featurenerf.nerf.render_occupancy`) never reach the MLP and have zero density;
+the coarse pass is marched
 in ``net.render_segments`` depth segments and a ray stops once its transmittance is below
 ``net.stop_transmittance``; fine samples behind that point, and fine samples with a zero-length interval
 (they have exactly zero weight), are not evaluated either.
@@ -30,6 +32,7 @@ from torch import Tensor
 from featurenerf.geometry.cameras import pixel_centers, rays_from_pixels
 from featurenerf.nerf.conditioning import Conditioning
 from featurenerf.nerf.render_fast import render_fast
+from featurenerf.nerf.render_occupancy import with_occupancy
 from featurenerf.nerf.render_passes import RENDERABLE, RayQuery, Sampling, assemble, check_outputs, eval_noise
 from featurenerf.nerf.render_reference import render_reference
 from featurenerf.rendering.sampling import SampleNoise
@@ -37,7 +40,15 @@ from featurenerf.rendering.sampling import SampleNoise
 if TYPE_CHECKING:
     from featurenerf.nerf.model import FeatureNeRFNet
 
-__all__ = ["RENDERABLE", "SampleNoise", "assemble", "eval_noise", "render_image", "render_rays"]
+__all__ = [
+    "RENDERABLE",
+    "SampleNoise",
+    "assemble",
+    "eval_noise",
+    "render_image",
+    "render_rays",
+    "with_occupancy",
+]
 
 
 def render_rays(
@@ -91,7 +102,9 @@ def render_image(
     Args:
         cond: batch-B conditioning. pose: (B, 4, 4) target camera-to-world.
         focal, c: (B, 2) target intrinsics at ``height`` x ``width``.
-        skip_empty: use the render-time empty-space skipping configured on the net.
+        skip_empty: use the render-time empty-space skipping configured on the net: the occupancy grid of
+            ``cond`` (built here for this image when ``cond`` has none and ``net.occupancy_resolution``
+            asks for one: :func:`~featurenerf.nerf.render_occupancy.with_occupancy`), else the scene bound.
         jitter_seed: samples follow the training distribution with jitter drawn from this seed for the
             whole image (:func:`eval_noise`: reproducible, independent of ``chunk``); ``None`` gives the
             deterministic midpoints (and ``n_fine_depth`` copies of the coarse depth).
@@ -104,6 +117,8 @@ def render_image(
     uv = pixel_centers(height, width, device=pose.device).reshape(1, -1, 2).expand(b, -1, -1)
     origins, dirs = rays_from_pixels(uv, pose[:, None], focal[:, None], c[:, None])
     noise = None if jitter_seed is None else eval_noise(net, (b, height * width), jitter_seed, origins)
+    if skip_empty:  # one occupancy grid for the whole image (none when cond has one, or it would not pay)
+        cond = with_occupancy(net, cond, height * width)
     if net.fast_rendering():
         cond = net.prepare(cond)  # once for the whole image
     parts: dict[str, list[Tensor]] = {k: [] for k in outputs}

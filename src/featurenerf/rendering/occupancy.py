@@ -89,6 +89,12 @@ class OccupancyGrid:
         """Share of cells that are occupied, over all objects."""
         return self.occupied.float().mean().item()
 
+    def select(self, index: int) -> OccupancyGrid:
+        """The grid of object ``index`` alone (batch of 1); a batch-1 grid serves every object."""
+        if self.batch_size == 1:
+            return self
+        return OccupancyGrid(self.occupied[index : index + 1], self.bound, self.lo, self.hi, self.cost)
+
     @classmethod
     def build(
         cls,
@@ -101,6 +107,7 @@ class OccupancyGrid:
         subsamples: int = 1,
         chunk: int = 65536,
         device: torch.device | str = "cpu",
+        within: Tensor | None = None,
     ) -> OccupancyGrid:
         """Evaluate ``density`` on a lattice over the bound's box and keep cells above ``threshold``.
 
@@ -113,6 +120,9 @@ class OccupancyGrid:
             subsamples: lattice points per cell and axis (at ``(i + (k + 0.5) / s) h``); a cell is
                 occupied when any of its ``subsamples³`` points is.
             chunk: lattice points per ``density`` call and object (memory stays bounded).
+            within: (B, resolution, resolution, resolution) bool, the cells to look at (e.g. a coarser
+                grid's occupied cells, :func:`upsample`); the others are empty without an evaluation.
+                The points of every object's cells are evaluated for all objects (one batch).
         Returns:
             the grid; ``grid.cost`` holds the number of evaluations and the time they took.
         """
@@ -126,10 +136,16 @@ class OccupancyGrid:
         axes = [torch.linspace(a, b, 2 * m + 1, device=device)[1::2] for a, b in zip(lo, hi)]  # centres
         lattice = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(1, -1, 3)
         inside = bound.contains(lattice[0])
+        if within is not None:
+            look = within.to(device).any(0)  # union over objects: one batch of points for all
+            for axis in range(3):
+                look = look.repeat_interleave(subsamples, dim=axis)
+            inside &= look.reshape(-1)
         points = lattice[:, inside].expand(batch_size, -1, -1)  # only points the bound can hold
         start = time.perf_counter()
         with torch.no_grad():
-            sigma = torch.cat([density(part) for part in points.split(chunk, dim=1)], dim=1)
+            parts = [density(part) for part in points.split(chunk, dim=1)] if points.shape[1] else []
+            sigma = torch.cat(parts, dim=1) if parts else points.new_zeros(batch_size, 0)
         seconds = time.perf_counter() - start
         full = sigma.new_zeros(batch_size, m**3)
         full[:, inside] = sigma.to(full.dtype)
@@ -168,6 +184,13 @@ class OccupancyGrid:
         flat = (idx[..., 0] * n + idx[..., 1]) * n + idx[..., 2]
         occ = torch.gather(self.occupied.reshape(b, -1), 1, flat)
         return (occ & in_box & self.bound.contains(pts)).reshape(shape)
+
+
+def upsample(occupied: Tensor, factor: int) -> Tensor:
+    """(B, n, n, n) cells → (B, f n, f n, f n): each cell's ``factor³`` sub-cells (they tile it exactly)."""
+    for axis in (1, 2, 3):
+        occupied = occupied.repeat_interleave(factor, dim=axis)
+    return occupied
 
 
 def march(
