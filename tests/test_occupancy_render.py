@@ -246,7 +246,7 @@ def test_an_orbit_builds_one_grid_for_all_its_frames(monkeypatch, capsys):
 
 
 def test_task_pixels_use_one_grid_per_call(monkeypatch):
-    from tasks.descriptors import PosedView, render_pixels
+    from featurenerf.tasks.descriptors import PosedView, render_pixels
 
     builds = []
     build = OccupancyGrid.build.__func__
