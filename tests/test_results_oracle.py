@@ -39,3 +39,30 @@ def test_oracle_section_tables_its_columns_and_checks_the_80_percent_target() ->
     assert "85.0 [83.0, 87.0]" in lines[2]
     assert [c["met"] for c in checks] == [True, False]
     assert oracle_section({"part_seg_3d": {"cross_inst/mIoU": {"featurenerf": _ci(0.5)}}}) == ([], [])
+
+
+def test_variants_choose_the_fits_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    """``--variants`` trains only the named variants (the pointwise-L_coord one only when asked for); the
+    oracle comes with ``featurenerf``; the untrained row and the CLI refuse nothing else."""
+    import pytest
+
+    from featurenerf.results.cli import main
+    from featurenerf.results.plan import DEFAULT_VARIANTS
+
+    cars = [CATEGORIES["toy_cars"]]
+    default = make_plan(cars, Budget(steps=3, seeds=(0,), pairs=3), tmp_path)
+    fits = {j.variant for j in default if j.kind == "fit"}
+    assert fits == {*DEFAULT_VARIANTS, ORACLE}
+    two = make_plan(
+        cars, Budget(steps=3, seeds=(0,), pairs=3, variants=("pixelnerf", "featurenerf_pointwise")), tmp_path
+    )
+    fits = [j for j in two if j.kind == "fit"]
+    assert [j.variant for j in fits] == ["pixelnerf", "featurenerf_pointwise"]
+    pw = fits[1].argv
+    assert pw[pw.index("--model.coord_loss") + 1] == "pointwise"
+    assert {j.variant for j in two if j.kind == "eval"} == {"pixelnerf", "featurenerf_pointwise", "untrained"}
+    assert row_methods("featurenerf_pointwise", "featurenerf") == "featurenerf_pointwise"
+    with pytest.raises(ValueError, match="variants: unknown"):
+        Budget(variants=("featurenerf_mystery",))
+    with pytest.raises(SystemExit):
+        main(["--variants", "featurenerf_mystery", "--dry-run"])

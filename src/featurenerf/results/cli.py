@@ -23,7 +23,7 @@ GPU_PAIRS = 200
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .plan import CATEGORIES
+    from .plan import CATEGORIES, DEFAULT_VARIANTS, VARIANTS
 
     p = argparse.ArgumentParser(
         prog="featurenerf results",
@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--pairs", type=int, default=None, help=f"pairs per kind (cpu {CPU_PAIRS}, cuda {GPU_PAIRS})"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(DEFAULT_VARIANTS),
+        choices=list(VARIANTS),
+        help="variants to train (default: featurenerf featurenerf_nocoord pixelnerf)",
     )
     p.add_argument("--pair-seed", type=int, default=0)
     p.add_argument("--val-objects", type=int, default=4, help="held-out objects of the validation line")
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs=args.jobs,
         threads=args.threads,
         extra=tuple(extra),
+        variants=tuple(dict.fromkeys(args.variants)),
     )
     cats = [CATEGORIES[c] for c in args.categories]
     if args.data_dir is not None:

@@ -8,10 +8,12 @@ category's config; seeds, steps and everything else are shared:
 * ``featurenerf``: the config as it is (distillation + ``L_coord``);
 * ``featurenerf_nocoord``: ``--model.coord_weight 0``;
 * ``pixelnerf``: ``--model.distill_weight 0 --model.coord_weight 0`` (no distillation);
+* ``featurenerf_pointwise`` (only when asked for with ``--variants``): ``--model.coord_loss pointwise``;
 * ``untrained``: the ``featurenerf`` model built from the config with the seed, evaluated without training;
 * ``parts_oracle`` (the diagnostic, first seed of the first category only): the ``featurenerf`` variant
   distilling the ground-truth part maps (``--data.teacher parts_oracle``), evaluated on the part tasks. A
-  teacher that *is* the answer checks the distil → render → transfer chain end to end.
+  teacher that *is* the answer checks the distil → render → transfer chain end to end. Planned whenever
+  ``featurenerf`` is among the variants.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Variant → loss-weight overrides of the category's config.
+#: Variant → loss overrides of the category's config.
 VARIANTS: dict[str, list[str]] = {
     "featurenerf": [],
     "featurenerf_nocoord": ["--model.coord_weight", "0"],
     "pixelnerf": ["--model.distill_weight", "0", "--model.coord_weight", "0"],
+    "featurenerf_pointwise": ["--model.coord_loss", "pointwise"],
 }
+#: The variants the study trains unless ``--variants`` says otherwise (the issue's three).
+DEFAULT_VARIANTS = ("featurenerf", "featurenerf_nocoord", "pixelnerf")
 #: Tasks every checkpoint is evaluated on, 2D before 3D: the keypoint task of a kind reuses every view
 #: its part task rendered (the descriptor cache then only has to hold one kind's views at a time).
 TASKS = ("novel_view", "part_seg_2d", "keypoints_2d", "part_seg_3d", "keypoints_3d")
@@ -69,6 +74,7 @@ class Budget:
         jobs: processes run at once; threads: torch threads per process.
         cache_mb: rendered-descriptor cache of each evaluation (MB; large enough for every view).
         extra: further overrides passed to every fit and evaluation (e.g. ``--model.encoder ...``).
+        variants: the trained variants (names of :data:`VARIANTS`), in table order.
     """
 
     steps: int = 400
@@ -84,6 +90,14 @@ class Budget:
     threads: int = 1
     cache_mb: int = 5120
     extra: tuple[str, ...] = ()
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(
+                f"variants: unknown {unknown or 'none given'}; expected some of {', '.join(VARIANTS)}"
+            )
 
 
 @dataclass
@@ -306,8 +320,8 @@ def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job
     spec = {"pairs": budget.pairs, "pair_seed": budget.pair_seed, "tasks": list(TASKS)}
     for seed in budget.seeds:
         for cat in categories:
-            variants = dict(VARIANTS)
-            if seed == budget.seeds[0] and cat == categories[0]:
+            variants = {v: VARIANTS[v] for v in budget.variants}
+            if seed == budget.seeds[0] and cat == categories[0] and "featurenerf" in variants:
                 variants[ORACLE] = ORACLE_OVERRIDES
             for variant, overrides in variants.items():
                 run = runs / f"{cat.name}-{variant}-s{seed}"

@@ -27,6 +27,7 @@ COLUMNS = (
     "featurenerf",
     "featurenerf_v",
     "featurenerf_nocoord",
+    "featurenerf_pointwise",
     "pixelnerf",
     "teacher_2d",
     "untrained",
