@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featurenerf.cpu_allocator import keep_freed_memory
 from featurenerf.errors import TrainingDiverged  # importable from here too, as before
 from featurenerf.image_metrics import psnr_uint8, ssim_uint8
 from featurenerf.nerf.config import NetConfig
@@ -193,12 +192,6 @@ class FeatureNeRF(L.LightningModule):
                 f"{recent} of the last {window} steps had non-finite losses or gradients "
                 f"(> model.max_skip_fraction={self.hparams.max_skip_fraction}); lower model.lr or check the data"
             )
-
-    def setup(self, stage: str) -> None:
-        # CPU runs reuse freed activation memory instead of faulting in fresh pages every step
-        # (featurenerf.cpu_allocator; FEATURENERF_KEEP_FREED_MEMORY=0 opts out).
-        if self.trainer.strategy.root_device.type == "cpu":
-            keep_freed_memory()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skip_window"] = self.recent_skips.tolist()  # plain bools: loads with weights_only
