@@ -1,12 +1,12 @@
 """Where to evaluate the field along each ray (pixelNeRF's coarse/fine scheme).
 
-All functions take ray parameters ``z`` in the units of unit-length ray directions (distance from the
-camera centre) and return ``(R, n)`` tensors. ``perturb=True`` draws the jitter from ``generator``
-(training); ``noise`` passes it pre-drawn (:class:`SampleNoise`: evaluation renders draw it from a fixed
-seed for the whole image, so they follow the training distribution, are reproducible and do not depend on
-how the image is split into chunks); ``perturb=False`` without ``noise`` gives the deterministic
-midpoints (and ``n`` copies of the coarse depth for the depth-guided samples).
-"""
+All samplers take ray parameters ``z`` in the units of unit-length ray directions (distance from the
+camera centre), return ``(R, n)`` tensors, and take one :class:`Sampling` that says where the samples go:
+``Sampling(perturb=True, generator=g)`` draws the jitter from ``g`` (training); ``Sampling(noise=...)``
+passes it pre-drawn (:class:`SampleNoise`: evaluation renders draw it from a fixed seed for the whole
+image, so they follow the training distribution, are reproducible and do not depend on how the image is
+split into chunks); the default :data:`MIDPOINTS` gives the deterministic midpoints (and ``n`` copies of
+the coarse depth for the depth-guided samples)."""
 
 from __future__ import annotations
 
