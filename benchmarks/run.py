@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from featurenerf.cpu_allocator import keep_freed_memory
 
-    # As training does on CPU (FeatureNeRF.setup): freed activations are reused, not faulted in anew.
+    # As CLI training does on CPU (the KeepFreedMemory callback): freed activations are reused, not faulted in anew.
     kept = keep_freed_memory()
     # A cold compiler cache, so the compile row reports the real compilation time.
     compile_cache = tempfile.TemporaryDirectory(prefix="featurenerf-bench-inductor-")

@@ -72,3 +72,27 @@ def test_another_teacher_starts_from_its_own_defaults(capsys):
     assert dino["init_args"] == expected
     same = _print_config(capsys, "--data.teacher.init_args.seed=4")["data"]["teacher"]["init_args"]
     assert same["seed"] == 4 and same["input_size"] == 160  # the same class still merges
+
+
+def test_every_net_config_field_is_a_model_option(capsys):
+    """The module passes NetConfig's fields on: the parser still lists each as model.<name> (range-checked,
+    with NetConfig's help), beside the module's own options."""
+    import dataclasses
+
+    from featurenerf.module import FeatureNeRF
+    from featurenerf.nerf.config import NetConfig
+
+    cfg = _print_config(capsys, "--model.n_coarse", "7")
+    own = set(inspect.signature(FeatureNeRF).parameters) - {"net"}
+    linked = {"feature_dim", "background"}  # set from data.* by the CLI, so not printed under model
+    assert set(cfg["model"]) | linked == own | set(NetConfig.names())
+    assert cfg["model"]["n_coarse"] == 7
+    defaults = {f.name: f.default for f in dataclasses.fields(NetConfig)}
+    toy = yaml.safe_load(Path(TOY).read_text())["model"]
+    for name in ("chunk", "n_inject", "freq_factor"):  # not set by the toy config: the defaults
+        assert name not in toy and cfg["model"][name] == defaults[name], name
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "rays per MLP call when rendering whole images" in capsys.readouterr().out
+    assert main(["fit", "--config", TOY, "--model.n_coarse", "0", "--print_config"]) == 2
+    assert "model.n_coarse: 0 is out of range; it must be > 0" in capsys.readouterr().err

@@ -58,15 +58,46 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert kept < default / 50
 
 
-def test_cpu_training_setup_turns_it_on(monkeypatch):
-    calls = []
-    monkeypatch.setattr(module_mod, "keep_freed_memory", lambda: calls.append(1))
-    model = module_mod.FeatureNeRF(feature_dim=4, d_hidden=16, encoder_layers=1, n_coarse=4, n_fine=2)
+def _recorder(monkeypatch) -> list[int]:
+    """Calls of keep_freed_memory, wherever it is looked up (the allocator module or the CLI's import)."""
+    import featurenerf.cpu_allocator as allocator
+    import featurenerf.lightning_cli as lightning_cli
+
+    calls: list[int] = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(lightning_cli, "keep_freed_memory", lambda: calls.append(1) or True)
+    return calls
+
+
+def _trainer_on(device: str) -> SimpleNamespace:
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=SimpleNamespace(type=device)))
+
+
+def test_the_cli_callback_turns_it_on_for_cpu_runs_only(monkeypatch):
+    from featurenerf.lightning_cli import KeepFreedMemory
+
+    calls = _recorder(monkeypatch)
     for device, expected in (("cuda", 0), ("cpu", 1)):
-        trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=SimpleNamespace(type=device)))
-        monkeypatch.setattr(type(model), "trainer", property(lambda self, t=trainer: t))
-        model.setup("fit")
+        KeepFreedMemory().setup(_trainer_on(device), None, "fit")
         assert len(calls) == expected
+
+
+def test_the_module_leaves_the_allocator_alone(monkeypatch):
+    calls = _recorder(monkeypatch)
+    model = module_mod.FeatureNeRF(feature_dim=4, d_hidden=16, encoder_layers=1, n_coarse=4, n_fine=2)
+    monkeypatch.setattr(type(model), "trainer", property(lambda self: _trainer_on("cpu")))
+    model.setup("fit")
+    assert calls == [] and not hasattr(module_mod, "keep_freed_memory")
+
+
+def test_featurenerf_fit_turns_it_on(monkeypatch, toy_root, tmp_path):
+    from test_cli import tiny_fit_args
+
+    from featurenerf.cli import main
+
+    calls = _recorder(monkeypatch)
+    assert main(tiny_fit_args(toy_root, tmp_path / "runs", "--trainer.max_steps=1")) == 0
+    assert calls == [1]  # one process, one CPU trainer
 
 
 def test_release_free_memory_hands_kept_pages_back():

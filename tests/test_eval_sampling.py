@@ -7,23 +7,31 @@ import torch
 
 from featurenerf.nerf.model import FeatureNeRFNet
 from featurenerf.nerf.renderer import SampleNoise, eval_noise
-from featurenerf.rendering.sampling import depth_guided_samples, importance_samples, stratified_samples
+from featurenerf.rendering.sampling import (
+    Sampling,
+    depth_guided_samples,
+    importance_samples,
+    stratified_samples,
+)
 
 TINY = dict(encoder_layers=2, d_hidden=32, n_coarse=8, n_fine=4, n_fine_depth=4, near=0.8, far=1.8)
 
 
 def test_pre_drawn_noise_is_used_as_given():
     near, far = torch.tensor([1.0]), torch.tensor([3.0])
+    jitter = torch.tensor([[0.0, 0.5, 0.25, 1.0]])
+    eps = torch.tensor([[-1.0, 0.0, 2.0, 200.0]])
+    u = torch.tensor([[0.1, 0.75]])
+    # Each sampler reads its own field; perturb is off, so nothing is drawn.
+    given = Sampling(noise=SampleNoise(stratified=jitter, importance=u, depth=eps))
     # Strata of width 0.5 from 1: jitter 0, 0.5, 0.25, 1 → 1.0, 1.75, 2.125, 3.0.
-    z = stratified_samples(near, far, 4, perturb=False, noise=torch.tensor([[0.0, 0.5, 0.25, 1.0]]))
+    z = stratified_samples(near, far, 4, given)
     torch.testing.assert_close(z, torch.tensor([[1.0, 1.75, 2.125, 3.0]]))
     # Depth 1.5, std 0.01, offsets -1, 0, 2, 200 (1.5 + 2 = 3.5 clamps to far = 3).
-    eps = torch.tensor([[-1.0, 0.0, 2.0, 200.0]])
-    z = depth_guided_samples(torch.tensor([1.5]), near, far, 4, std=0.01, perturb=False, noise=eps)
+    z = depth_guided_samples(torch.tensor([1.5]), near, far, 4, std=0.01, how=given)
     torch.testing.assert_close(z, torch.tensor([[1.49, 1.5, 1.52, 3.0]]))
     # Uniform weights over 2 bins of [1, 3]: the CDF is linear, so u maps to 1 + 2 u.
-    u = torch.tensor([[0.1, 0.75]])
-    z = importance_samples(torch.ones(1, 2), near, far, 2, perturb=False, noise=u)
+    z = importance_samples(torch.ones(1, 2), near, far, 2, given)
     torch.testing.assert_close(z, torch.tensor([[1.2, 2.5]]), rtol=1e-4, atol=1e-4)
 
 

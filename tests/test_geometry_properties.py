@@ -14,7 +14,12 @@ from featurenerf.geometry.cameras import (
     world_to_camera_points,
 )
 from featurenerf.rendering.compositing import compositing_weights
-from featurenerf.rendering.sampling import depth_guided_samples, importance_samples, stratified_samples
+from featurenerf.rendering.sampling import (
+    Sampling,
+    depth_guided_samples,
+    importance_samples,
+    stratified_samples,
+)
 
 PROPERTY = settings(max_examples=50, deadline=None)
 
@@ -84,7 +89,7 @@ def assert_sorted(z: torch.Tensor) -> None:
 @given(bounds=near_far, n=st.integers(1, 64), seed=st.integers(0, 2**31 - 1), perturb=st.booleans())
 def test_stratified_sorted_and_in_bounds(bounds, n, seed, perturb):
     near, far = torch.tensor([bounds[0]] * 3), torch.tensor([bounds[1]] * 3)
-    z = stratified_samples(near, far, n, perturb=perturb, generator=torch.Generator().manual_seed(seed))
+    z = stratified_samples(near, far, n, Sampling(perturb, torch.Generator().manual_seed(seed)))
     assert z.shape == (3, n)
     assert_sorted(z)
     assert_in_bounds(z, near, far)
@@ -98,17 +103,17 @@ def test_stratified_sorted_and_in_bounds(bounds, n, seed, perturb):
     seed=st.integers(0, 2**31 - 1),
 )
 def test_importance_and_merged_sorted_and_in_bounds(bounds, weights, n, seed):
-    g = torch.Generator().manual_seed(seed)
+    drawn = Sampling(perturb=True, generator=torch.Generator().manual_seed(seed))
     near, far = torch.tensor([bounds[0]] * 2), torch.tensor([bounds[1]] * 2)
     w = torch.tensor([weights, weights[::-1]])
     # Deterministic inverse-CDF samples are monotone in u, hence sorted.
-    z_det = importance_samples(w, near, far, n, perturb=False)
+    z_det = importance_samples(w, near, far, n)
     assert_sorted(z_det)
     assert_in_bounds(z_det, near, far)
     # The full fine set: coarse strata + importance + depth-guided, sorted as the renderer does.
-    coarse = stratified_samples(near, far, w.shape[1], generator=g)
-    fine = importance_samples(w, near, far, n, generator=g)
-    around = depth_guided_samples((near + far) / 2 + 0.3 * (far - near), near, far, 4, std=0.5, generator=g)
+    coarse = stratified_samples(near, far, w.shape[1], drawn)
+    fine = importance_samples(w, near, far, n, drawn)
+    around = depth_guided_samples((near + far) / 2 + 0.3 * (far - near), near, far, 4, std=0.5, how=drawn)
     assert_in_bounds(fine, near, far)
     assert_in_bounds(around, near, far)
     merged, _ = torch.sort(torch.cat([coarse, fine, around], dim=-1), dim=-1)

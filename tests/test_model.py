@@ -148,14 +148,32 @@ def test_checkpoint_has_no_teacher_and_reloads_to_identical_point_features(tmp_p
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_module_defaults_match_the_net():
-    import inspect
+def test_module_builds_its_net_from_the_net_config_fields():
+    """The module's net hyper-parameters are NetConfig's fields: defaults when not given, given values
+    reach the net's config, and all of them are saved flat beside the module's own."""
+    from featurenerf.nerf.config import NetConfig
 
-    module_params = inspect.signature(FeatureNeRF.__init__).parameters
-    for name, p in inspect.signature(FeatureNeRFNet.__init__).parameters.items():
-        if name == "self":
-            continue
-        assert module_params[name].default == p.default, name
+    model = FeatureNeRF(feature_dim=5, **TINY)
+    assert model.net.config == NetConfig(feature_dim=5, **TINY)
+    assert model.net.n_coarse == TINY["n_coarse"] and model.net.d_hidden == TINY["d_hidden"]
+    assert {**model.hparams} == {**model.hparams, "feature_dim": 5, **TINY, "lr": 1e-4}
+    with pytest.raises(TypeError, match="d_hiden"):
+        FeatureNeRF(d_hiden=8)
+
+
+def test_net_config_and_keyword_overrides_build_the_same_net():
+    from featurenerf.nerf.config import NetConfig
+
+    a = FeatureNeRFNet(NetConfig(feature_dim=3, encoder_layers=1, d_hidden=16, n_blocks=2, n_inject=1,
+                                 combine_layer=1, background="black"))  # fmt: skip
+    b = FeatureNeRFNet(feature_dim=3, encoder_layers=1, d_hidden=16, n_blocks=2, n_inject=1,
+                       combine_layer=1, background="black")  # fmt: skip
+    assert a.config == b.config and a.background_value == 0.0 and len(a.mlp.blocks) == 2
+    assert (
+        FeatureNeRFNet.from_hparams({**b.config.__dict__, "lr": 0.1, "_instantiator": "x"}).config == a.config
+    )
+    with pytest.raises(ValueError, match="background"):
+        NetConfig(background="grey")
 
 
 def test_non_finite_loss_skips_the_step_and_is_counted():

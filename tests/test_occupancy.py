@@ -76,10 +76,10 @@ def render(o, d, grid=None, stop=0.0, n_coarse=64, n_fine=32, seen=None):
     def alive(z):
         return None if grid is None else grid.contains(o[:, None] + z[..., None] * d[:, None])
 
-    z_c = stratified_samples(near, far, n_coarse, perturb=False)
+    z_c = stratified_samples(near, far, n_coarse)
     sigma_c, _ = march(z_c, far, alive(z_c), lambda m: field(z_c, m), segments=4, stop=stop)
     w_c = compositing_weights(z_c, sigma_c, far)
-    z_f, order = torch.cat([z_c, importance_samples(w_c, near, far, n_fine, perturb=False)], -1).sort(-1)
+    z_f, order = torch.cat([z_c, importance_samples(w_c, near, far, n_fine)], -1).sort(-1)
     new = order >= n_coarse
     sigma_f, _ = march(z_f, far, alive(z_f), lambda m: field(z_f, m, new), segments=4, stop=stop)
     w_f = compositing_weights(z_f, sigma_f, far)

@@ -9,8 +9,9 @@ row, 2-core CPU, fp32, two pairs of runs under different load): 5.25 -> 4.0 s an
 :func:`keep_freed_memory` tells glibc (``mallopt``) to serve large blocks from its heap and never give
 freed memory back to the kernel, so a step reuses the previous step's pages. The process keeps its peak
 resident memory (it would reach that peak on every step anyway). It is process-wide and takes effect for
-allocations made afterwards. Training calls it on CPU runs (:meth:`FeatureNeRF.setup`); set
-``FEATURENERF_KEEP_FREED_MEMORY=0`` to leave glibc's defaults alone. Without glibc it does nothing.
+allocations made afterwards. ``featurenerf fit/validate/test`` call it in every process of a CPU run
+(the CLI's :class:`~featurenerf.lightning_cli.KeepFreedMemory` callback; a script that builds its own
+Trainer calls it itself); set ``FEATURENERF_KEEP_FREED_MEMORY=0`` to leave glibc's defaults alone. Without glibc it does nothing.
 """
 
 from __future__ import annotations

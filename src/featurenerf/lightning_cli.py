@@ -16,11 +16,14 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Literal
 
+import lightning as L
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
 from featurenerf.checkpoint_io import use_atomic_checkpoint_io
 from featurenerf.checkpointing import load_checkpoint_file
 from featurenerf.cli_types import accept_registry_names, short_parse_error
+from featurenerf.cpu_allocator import keep_freed_memory
 from featurenerf.data.datamodule import FeatureNeRFData, require_data_root
 from featurenerf.errors import ConfigError, DataError, FeatureNeRFError, UnknownNameError
 from featurenerf.module import FeatureNeRF
@@ -85,6 +88,16 @@ def _set_save_dir(logger_cfg, run_dir: Path) -> None:
             init["save_dir"] = str(run_dir)
 
 
+class KeepFreedMemory(Callback):
+    """Process set-up the CLI adds to every trainer: on a CPU run, each process (DDP workers included)
+    keeps freed activation memory for reuse (:mod:`featurenerf.cpu_allocator`;
+    ``FEATURENERF_KEEP_FREED_MEMORY=0`` opts out). Not the model's business, so not in the module."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type == "cpu":
+            keep_freed_memory()
+
+
 class FeatureNeRFCLI(LightningCLI):
     """LightningCLI with FeatureNeRF's links, run folders and task loops."""
 
@@ -126,11 +139,13 @@ class FeatureNeRFCLI(LightningCLI):
         _accept_auto_precision(parser)
 
     def instantiate_trainer(self, **kwargs):
-        """The trainer, with :class:`~featurenerf.progress.EpochProgressBar` as its default bar."""
+        """The trainer, with :class:`~featurenerf.progress.EpochProgressBar` as its default bar and
+        :class:`KeepFreedMemory` (process set-up for CPU runs)."""
         config = self._get(self.config_init, "trainer", default={})
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        kwargs.setdefault("callbacks", callbacks + default_progress_bar(config, callbacks))
+        callbacks += default_progress_bar(config, callbacks) + [KeepFreedMemory()]
+        kwargs.setdefault("callbacks", callbacks)
         return super().instantiate_trainer(**kwargs)
 
     def _cfg(self):

@@ -1,7 +1,8 @@
 """The LightningModule: a thin layer of losses, optimiser, logging and validation around the plain net.
 
-Hyper-parameters are flat plain types (so checkpoints load with ``weights_only=True``) and mirror
-:class:`~featurenerf.nerf.model.FeatureNeRFNet`'s constructor. The teacher is not part of the module: the
+Hyper-parameters are flat plain types (so checkpoints load with ``weights_only=True``): the module's own
+(losses, optimiser, skip statistics) and the fields of :class:`~featurenerf.nerf.config.NetConfig`, which
+it passes on to :class:`~featurenerf.nerf.model.FeatureNeRFNet`. The teacher is not part of the module: the
 datamodule provides its (cached) maps with each batch, so frozen teacher weights never enter a checkpoint.
 """
 
@@ -9,26 +10,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featurenerf.cpu_allocator import keep_freed_memory
 from featurenerf.errors import TrainingDiverged  # importable from here too, as before
 from featurenerf.image_metrics import psnr_uint8, ssim_uint8
-from featurenerf.nerf.encoder import EncoderName
+from featurenerf.nerf.config import NetConfig
 from featurenerf.nerf.model import Conditioning, FeatureNeRFNet
 from featurenerf.ranges import (
     ClosedUnitInterval,
-    EncoderLayers,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
-    UnitIntervalBelowOne,
     plain_numbers,
 )
 from featurenerf.visualize import feature_pca_pair, save_image_grid
@@ -54,11 +51,6 @@ class FeatureNeRF(L.LightningModule):
     """Generalizable NeRF with FeatureNeRF's distillation and canonical-coordinate heads.
 
     Args:
-        feature_dim: distilled feature width; linked from the teacher (``data.feature_dim``) by the CLI.
-        encoder, encoder_layers, encoder_weights, d_hidden, n_blocks, n_inject, combine_layer, num_freqs,
-            freq_factor, use_viewdirs, n_coarse, n_fine, n_fine_depth, depth_std, near, far, background,
-            reuse_coarse, scene_radius, stop_transmittance, occupancy_resolution, chunk: see
-            :class:`~featurenerf.nerf.model.FeatureNeRFNet` (same names, same paper defaults).
         rgb_weight, distill_weight, coord_weight: loss weights (paper: 1 / 0.25 / 0.25), each applied to
             the coarse and the fine pass.
         coord_loss: how L_coord reduces the canonical-coordinate residual x̂ − x along a ray.
@@ -76,33 +68,13 @@ class FeatureNeRF(L.LightningModule):
         skip_grace_steps: the window, and how many steps run before the check starts.
         val_pictures: how many validation objects get picture grids per validation run.
         compile: ``torch.compile`` the MLP (opt-in).
+        **net: the field's and the renderer's hyper-parameters, the fields of
+            :class:`~featurenerf.nerf.config.NetConfig` (``feature_dim``, ``d_hidden``, ``n_coarse``, ...;
+            its types, ranges, defaults and help). The config parser lists them as ``model.<name>``.
     """
 
     def __init__(
         self,
-        feature_dim: NonNegativeInt = 384,
-        encoder: EncoderName = "resnet34",
-        encoder_layers: EncoderLayers = 4,
-        encoder_weights: str | None = None,
-        d_hidden: PositiveInt = 512,
-        n_blocks: PositiveInt = 5,
-        n_inject: NonNegativeInt = 3,
-        combine_layer: NonNegativeInt = 3,
-        num_freqs: NonNegativeInt = 6,
-        freq_factor: PositiveFloat = 1.5,
-        use_viewdirs: bool = True,
-        n_coarse: PositiveInt = 64,
-        n_fine: NonNegativeInt = 16,
-        n_fine_depth: NonNegativeInt = 16,
-        depth_std: NonNegativeFloat = 0.01,
-        near: NonNegativeFloat = 0.8,
-        far: PositiveFloat = 1.8,
-        background: str = "white",
-        reuse_coarse: bool = True,
-        scene_radius: PositiveFloat | None = None,
-        stop_transmittance: UnitIntervalBelowOne = 0.0,
-        occupancy_resolution: NonNegativeInt = 64,
-        chunk: PositiveInt = 4096,
         rgb_weight: NonNegativeFloat = 1.0,
         distill_weight: NonNegativeFloat = 0.25,
         coord_weight: NonNegativeFloat = 0.25,
@@ -113,6 +85,7 @@ class FeatureNeRF(L.LightningModule):
         skip_grace_steps: NonNegativeInt = 20,
         val_pictures: NonNegativeInt = 2,
         compile: bool = False,
+        **net: Any,
     ) -> None:
         super().__init__()
         if coord_loss not in ("release", "weighted", "pointwise"):
@@ -123,7 +96,9 @@ class FeatureNeRF(L.LightningModule):
         # jsonargparse hands range-checked numbers over as int/float subclasses (LightningCLI saves its
         # plain config dump instead); checkpoints, loaded with weights_only=True, hold plain numbers.
         self.hparams.update(plain_numbers(self.hparams))
-        self.net = FeatureNeRFNet.from_hparams(self.hparams)  # same names, same defaults (tested)
+        # Spelled `NetConfig(**net)` so that jsonargparse reads the fields as this class's arguments.
+        net = plain_numbers(net)
+        self.net = FeatureNeRFNet(NetConfig(**net))
         if compile:
             self.net.mlp = torch.compile(self.net.mlp)
         # Counted in the checkpoint so a resumed run keeps its skip statistics.
@@ -226,12 +201,6 @@ class FeatureNeRF(L.LightningModule):
                 f"{recent} of the last {window} steps had non-finite losses or gradients "
                 f"(> model.max_skip_fraction={self.hparams.max_skip_fraction}); lower model.lr or check the data"
             )
-
-    def setup(self, stage: str) -> None:
-        # CPU runs reuse freed activation memory instead of faulting in fresh pages every step
-        # (featurenerf.cpu_allocator; FEATURENERF_KEEP_FREED_MEMORY=0 opts out).
-        if self.trainer.strategy.root_device.type == "cpu":
-            keep_freed_memory()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skip_window"] = self.recent_skips.tolist()  # plain bools: loads with weights_only

@@ -31,7 +31,6 @@ Rendering (coarse/fine marching, exact fine-pass reuse, empty-space skipping, ch
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,14 +48,15 @@ from featurenerf.geometry.cameras import (
 )
 from featurenerf.nerf import renderer
 from featurenerf.nerf.conditioning import BilinearGather, Conditioning, FieldInputs, bilinear_taps, per_view
-from featurenerf.nerf.encoder import EncoderName, build_encoder
+from featurenerf.nerf.config import NetConfig
+from featurenerf.nerf.encoder import build_encoder
 from featurenerf.nerf.encoding import PositionalEncoding
 from featurenerf.nerf.heads import OutputLayout
 from featurenerf.nerf.mlp import ResnetMLP
 from featurenerf.nerf.renderer import RENDERABLE
 from featurenerf.rendering.bounds import Box, Sphere
 
-__all__ = ["RENDERABLE", "Conditioning", "FeatureNeRFNet", "bilinear_taps"]
+__all__ = ["RENDERABLE", "Conditioning", "FeatureNeRFNet", "NetConfig", "bilinear_taps"]
 
 
 def _default_dirs(xyz: Tensor) -> Tensor:
@@ -67,86 +67,49 @@ def _default_dirs(xyz: Tensor) -> Tensor:
 
 
 class FeatureNeRFNet(nn.Module):
-    """pixelNeRF backbone + FeatureNeRF heads. Every default is the paper's value (PAPER.md).
+    """pixelNeRF backbone + FeatureNeRF heads, built from a :class:`~featurenerf.nerf.config.NetConfig`
+    (every default the paper's value).
 
     Args:
-        feature_dim: width D of the distilled feature head (the teacher's ``feature_dim``).
-        encoder: image encoder trunk: ``"resnet34"`` (the paper's) or ``"efficientnet_lite0"`` (ImageNet
-            weights); the MLP's input width follows from it.
-        encoder_layers: encoder levels kept (ResNet-34: 4 → 512-channel maps; EfficientNet-Lite0: 4 → 192).
-        encoder_weights: ``None`` for the encoder's default initialisation (ResNet-34 random,
-            EfficientNet-Lite0 ImageNet), a local state dict of its layout, or ``"random"``.
-        d_hidden: MLP width. n_blocks: residual blocks. n_inject: blocks that receive the image feature.
-        combine_layer: block before which the hidden state is averaged over source views.
-        num_freqs, freq_factor: positional encoding of the camera-frame position.
-        use_viewdirs: append the camera-frame view direction to the MLP input.
-        n_coarse: stratified samples. n_fine: importance samples. n_fine_depth: samples around the
-            coarse expected depth, with standard deviation ``depth_std``.
-        near, far: ray bounds in world units.
-        background: "white" or "black": the colour composited behind the object.
-        reuse_coarse: fine pass evaluates only its new samples (exact; see the module docstring).
-        scene_radius: empty-space skipping at render time: samples farther than this from the origin
-            get zero density and skip the MLP, rays that miss the sphere are background; ``None`` off.
-            (Set :attr:`scene_bound` to a :class:`~featurenerf.rendering.bounds.Box` for a box.)
-        stop_transmittance: render-time early ray termination: samples behind the point where the
-            transmittance falls below this are not evaluated; 0 turns it off.
-        occupancy_resolution: render-time occupancy grid (needs a scene bound): after ``encode``, density
-            on this many cells per axis of the bound decides which samples are evaluated at all
-            (:mod:`featurenerf.nerf.render_occupancy`); 0 turns it off. Training never uses it.
-        chunk: rays per MLP call when rendering whole images (memory does not grow with image size).
+        config: the hyper-parameters (field and renderer); ``None`` for the defaults.
+        **overrides: :class:`~featurenerf.nerf.config.NetConfig` fields replacing ``config``'s:
+            ``FeatureNeRFNet(d_hidden=64)`` is ``FeatureNeRFNet(NetConfig(d_hidden=64))``. A name that is
+            not a field is a ``TypeError``.
 
-    Attributes (not constructor arguments; they never change results beyond float rounding):
+    Attributes:
+        config: the config the net was built from.
+        feature_dim, d_hidden, n_coarse, n_fine, n_fine_depth, depth_std, near, far, reuse_coarse,
+            scene_radius, stop_transmittance, occupancy_resolution, chunk, use_viewdirs: the config's values
+            the renderer reads
+            (settable: the benchmarks and tests switch ``reuse_coarse`` per render).
+        background_value: 1.0 for a white background, 0.0 for black.
         fast_field: evaluate the field the fast way (module docstring); ``False`` is pixelNeRF's per-point
-            way, kept as the reference for tests and benchmarks.
+            way, kept as the reference for tests and benchmarks. Not a config field: it never changes
+            results beyond float rounding.
         render_segments: depth segments the coarse pass is marched in when rendering with early
             termination.
     """
 
-    def __init__(
-        self,
-        feature_dim: int = 384,
-        encoder: EncoderName = "resnet34",
-        encoder_layers: int = 4,
-        encoder_weights: str | None = None,
-        d_hidden: int = 512,
-        n_blocks: int = 5,
-        n_inject: int = 3,
-        combine_layer: int = 3,
-        num_freqs: int = 6,
-        freq_factor: float = 1.5,
-        use_viewdirs: bool = True,
-        n_coarse: int = 64,
-        n_fine: int = 16,
-        n_fine_depth: int = 16,
-        depth_std: float = 0.01,
-        near: float = 0.8,
-        far: float = 1.8,
-        background: str = "white",
-        reuse_coarse: bool = True,
-        scene_radius: float | None = None,
-        stop_transmittance: float = 0.0,
-        occupancy_resolution: int = 64,
-        chunk: int = 4096,
-    ) -> None:
+    def __init__(self, config: NetConfig | None = None, **overrides: Any) -> None:
         super().__init__()
-        if background not in ("white", "black"):
-            raise ValueError(f"background must be 'white' or 'black', got {background!r}")
-        if feature_dim < 0:
-            raise ValueError(f"feature_dim must be >= 0, got {feature_dim}")
-        self.feature_dim = feature_dim
-        self.layout = OutputLayout(feature_dim)
-        self.encoder = build_encoder(encoder, num_layers=encoder_layers, weights=encoder_weights)
-        self.posenc = PositionalEncoding(num_freqs, freq_factor)
-        self.use_viewdirs = use_viewdirs
-        d_in = self.posenc.d_out + (3 if use_viewdirs else 0)
+        config = dataclasses.replace(config or NetConfig(), **overrides)
+        self.config = config
+        self.feature_dim = config.feature_dim
+        self.layout = OutputLayout(config.feature_dim)
+        self.encoder = build_encoder(
+            config.encoder, num_layers=config.encoder_layers, weights=config.encoder_weights
+        )
+        self.posenc = PositionalEncoding(config.num_freqs, config.freq_factor)
+        self.use_viewdirs = config.use_viewdirs
+        d_in = self.posenc.d_out + (3 if config.use_viewdirs else 0)
         self.mlp = ResnetMLP(
             d_in=d_in,
             d_latent=self.encoder.out_channels,
-            d_hidden=d_hidden,
+            d_hidden=config.d_hidden,
             d_out=self.layout.width,
-            n_blocks=n_blocks,
-            n_inject=n_inject,
-            combine_layer=combine_layer,
+            n_blocks=config.n_blocks,
+            n_inject=config.n_inject,
+            combine_layer=config.combine_layer,
         )
         # The density output starts as a thin uniform fog (zero weights, bias 1): with the usual random
         # init, sigma = w . relu(h) has one sign for nearly every point (relu(h) >= 0 and is correlated
@@ -156,18 +119,16 @@ class FeatureNeRFNet(nn.Module):
         with torch.no_grad():
             self.mlp.lin_out.weight[3].zero_()
             self.mlp.lin_out.bias[3] = 1.0
-        self.d_hidden = d_hidden
-        self.n_coarse, self.n_fine, self.n_fine_depth = n_coarse, n_fine, n_fine_depth
-        self.depth_std = depth_std
-        self.near, self.far = near, far
-        self.background_value = 1.0 if background == "white" else 0.0
-        self.reuse_coarse = reuse_coarse
-        self.scene_radius = scene_radius
-        self.stop_transmittance = stop_transmittance
-        if occupancy_resolution < 0:
-            raise ValueError(f"occupancy_resolution must be >= 0 (0: no grid), got {occupancy_resolution}")
-        self.occupancy_resolution = occupancy_resolution
-        self.chunk = chunk
+        self.d_hidden = config.d_hidden
+        self.n_coarse, self.n_fine, self.n_fine_depth = config.n_coarse, config.n_fine, config.n_fine_depth
+        self.depth_std = config.depth_std
+        self.near, self.far = config.near, config.far
+        self.background_value = 1.0 if config.background == "white" else 0.0
+        self.reuse_coarse = config.reuse_coarse
+        self.scene_radius = config.scene_radius
+        self.stop_transmittance = config.stop_transmittance
+        self.occupancy_resolution = config.occupancy_resolution
+        self.chunk = config.chunk
         self.fast_field = True
         self.render_segments = 4
         self._scene_bound: Sphere | Box | None = None
@@ -188,9 +149,8 @@ class FeatureNeRFNet(nn.Module):
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any], **overrides: Any) -> FeatureNeRFNet:
         """Build from a flat mapping (e.g. a checkpoint's or the LightningModule's hyper-parameters),
-        taking the keys this constructor accepts and ignoring the rest."""
-        accepted = inspect.signature(cls).parameters
-        return cls(**{k: v for k, v in {**hparams, **overrides}.items() if k in accepted})
+        taking the keys that are :class:`~featurenerf.nerf.config.NetConfig` fields and ignoring the rest."""
+        return cls(NetConfig.from_mapping(hparams, **overrides))
 
     # ------------------------------------------------------------------ encoding
     def encode(self, images: Tensor, poses: Tensor, focal: Tensor, c: Tensor) -> Conditioning:

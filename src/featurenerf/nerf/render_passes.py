@@ -13,6 +13,7 @@ from torch import Tensor
 from featurenerf.rendering.compositing import composite, compositing_weights
 from featurenerf.rendering.sampling import (
     SampleNoise,
+    Sampling,  # re-exported: the renderer imports it from here
     depth_guided_samples,
     importance_samples,
     stratified_samples,
@@ -100,20 +101,6 @@ def assemble(
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """Where a render places its samples: jittered from ``generator`` (``perturb``, training), jittered
-    with pre-drawn ``noise`` (flat, one row per ray: evaluation), or at the deterministic midpoints."""
-
-    perturb: bool = False
-    generator: torch.Generator | None = None
-    noise: SampleNoise | None = None
-
-    def draws(self, field: str) -> Tensor | None:
-        """The pre-drawn noise for one sampler (``stratified``, ``importance``, ``depth``), or None."""
-        return None if self.noise is None else getattr(self.noise, field)
-
-
-@dataclass(frozen=True)
 class RayQuery:
     """What one :func:`featurenerf.nerf.renderer.render_rays` call asks of the fast or the reference
     renderer: rays ``origins``, ``dirs`` (B, R, 3) seen through ``cond``, the ``outputs`` named (from
@@ -129,7 +116,7 @@ class RayQuery:
 
 def coarse_samples(net: FeatureNeRFNet, near: Tensor, far: Tensor, how: Sampling) -> Tensor:
     """The coarse pass's stratified samples (R, n_coarse) for bounds near, far (R,)."""
-    return stratified_samples(near, far, net.n_coarse, how.perturb, how.generator, how.draws("stratified"))
+    return stratified_samples(near, far, net.n_coarse, how)
 
 
 def fine_samples(
@@ -137,16 +124,9 @@ def fine_samples(
 ) -> Tensor:
     """The fine pass's new samples (R, n_fine + n_fine_depth): importance samples from the coarse
     weights w_c (R, N), then samples around the coarse depth depth_c (R,)."""
-    n_f, n_d, std = net.n_fine, net.n_fine_depth, net.depth_std
-    return torch.cat(
-        [
-            importance_samples(w_c, near, far, n_f, how.perturb, how.generator, how.draws("importance")),
-            depth_guided_samples(
-                depth_c, near, far, n_d, std, how.perturb, how.generator, how.draws("depth")
-            ),
-        ],
-        dim=-1,
-    )
+    importance = importance_samples(w_c, near, far, net.n_fine, how)
+    around = depth_guided_samples(depth_c, near, far, net.n_fine_depth, net.depth_std, how)
+    return torch.cat([importance, around], dim=-1)
 
 
 def eval_noise(net: FeatureNeRFNet, shape: tuple[int, ...], seed: int, like: Tensor) -> SampleNoise:

@@ -1,12 +1,12 @@
 """Where to evaluate the field along each ray (pixelNeRF's coarse/fine scheme).
 
-All functions take ray parameters ``z`` in the units of unit-length ray directions (distance from the
-camera centre) and return ``(R, n)`` tensors. ``perturb=True`` draws the jitter from ``generator``
-(training); ``noise`` passes it pre-drawn (:class:`SampleNoise`: evaluation renders draw it from a fixed
-seed for the whole image, so they follow the training distribution, are reproducible and do not depend on
-how the image is split into chunks); ``perturb=False`` without ``noise`` gives the deterministic
-midpoints (and ``n`` copies of the coarse depth for the depth-guided samples).
-"""
+All samplers take ray parameters ``z`` in the units of unit-length ray directions (distance from the
+camera centre), return ``(R, n)`` tensors, and take one :class:`Sampling` that says where the samples go:
+``Sampling(perturb=True, generator=g)`` draws the jitter from ``g`` (training); ``Sampling(noise=...)``
+passes it pre-drawn (:class:`SampleNoise`: evaluation renders draw it from a fixed seed for the whole
+image, so they follow the training distribution, are reproducible and do not depend on how the image is
+split into chunks); the default :data:`MIDPOINTS` gives the deterministic midpoints (and ``n`` copies of
+the coarse depth for the depth-guided samples)."""
 
 from __future__ import annotations
 
@@ -66,23 +66,31 @@ class SampleNoise:
         return SampleNoise(self.stratified.to(device), self.importance.to(device), self.depth.to(device))
 
 
-def _draws(
-    noise: Tensor | None,
-    perturb: bool,
-    like: Tensor,
-    n: int,
-    generator: torch.Generator | None,
-    normal: bool = False,
-) -> Tensor | None:
-    """A sampler's randomness for ``like.shape[0]`` rays × ``n``: the pre-drawn ``noise`` when given, fresh
-    uniform (or standard ``normal``) draws from ``generator`` when ``perturb``, otherwise None (the
-    sampler's deterministic placement). Drawn in ``like``'s dtype and on its device."""
-    if noise is not None:
-        return noise.to(like.dtype)
-    if not perturb:
-        return None
-    draw = torch.randn if normal else torch.rand
-    return draw((like.shape[0], n), device=like.device, dtype=like.dtype, generator=generator)
+@dataclass(frozen=True)
+class Sampling:
+    """Where the samplers place their samples: jittered with fresh draws from ``generator`` (``perturb``,
+    training), jittered with pre-drawn ``noise`` (evaluation; one row per ray, flat as the rays), or, by
+    default, at the deterministic midpoints."""
+
+    perturb: bool = False
+    generator: torch.Generator | None = None
+    noise: SampleNoise | None = None
+
+    def draws(self, field: str, like: Tensor, n: int, normal: bool = False) -> Tensor | None:
+        """One sampler's randomness for ``like.shape[0]`` rays × ``n``: the pre-drawn ``noise`` field
+        (``stratified``, ``importance``, ``depth``) when given, fresh uniform (or standard ``normal``)
+        draws from ``generator`` when ``perturb``, otherwise None (the sampler's deterministic placement).
+        In ``like``'s dtype and on its device."""
+        if self.noise is not None:
+            return getattr(self.noise, field).to(like.dtype)
+        if not self.perturb:
+            return None
+        draw = torch.randn if normal else torch.rand
+        return draw((like.shape[0], n), device=like.device, dtype=like.dtype, generator=self.generator)
+
+
+#: The deterministic placement (stratum midpoints; no jitter).
+MIDPOINTS = Sampling()
 
 
 def _between(near: Tensor, far: Tensor, t: Tensor) -> Tensor:
@@ -90,38 +98,25 @@ def _between(near: Tensor, far: Tensor, t: Tensor) -> Tensor:
     return near[:, None] * (1.0 - t) + far[:, None] * t
 
 
-def stratified_samples(
-    near: Tensor,
-    far: Tensor,
-    n: int,
-    perturb: bool = True,
-    generator: torch.Generator | None = None,
-    noise: Tensor | None = None,
-) -> Tensor:
+def stratified_samples(near: Tensor, far: Tensor, n: int, how: Sampling = MIDPOINTS) -> Tensor:
     """One sample in each of ``n`` equal strata of ``[near, far]``.
 
     Args:
         near, far: (R,) per-ray bounds.
-        perturb: uniform jitter inside each stratum; otherwise the stratum's midpoint.
-        noise: (R, n) pre-drawn jitter in [0, 1) (:class:`SampleNoise`), used instead of drawing.
+        how: uniform jitter inside each stratum (drawn, or ``noise.stratified`` (R, n) in [0, 1));
+            by default the stratum's midpoint.
     Returns:
         (R, n) increasing sample depths.
     """
     steps = torch.arange(n, device=near.device, dtype=near.dtype) / n
-    jitter = _draws(noise, perturb, near, n, generator)
+    jitter = how.draws("stratified", near, n)
     if jitter is None:
         jitter = torch.full((near.shape[0], n), 0.5, device=near.device, dtype=near.dtype)
     return _between(near, far, steps + jitter / n)
 
 
 def importance_samples(
-    weights: Tensor,
-    near: Tensor,
-    far: Tensor,
-    n: int,
-    perturb: bool = True,
-    generator: torch.Generator | None = None,
-    noise: Tensor | None = None,
+    weights: Tensor, near: Tensor, far: Tensor, n: int, how: Sampling = MIDPOINTS
 ) -> Tensor:
     """Inverse-CDF samples from the piecewise-constant density given by coarse weights over the
     coarse strata (pixelNeRF's fine sampling: the coarse pass's ``K`` equal strata of ``[near, far]``
@@ -131,7 +126,8 @@ def importance_samples(
         weights: (R, K) coarse compositing weights (treated as constants: no gradient flows back).
         near, far: (R,).
         n: samples per ray.
-        noise: (R, n) pre-drawn uniform positions (:class:`SampleNoise`), used instead of drawing.
+        how: uniform inverse-CDF positions (drawn, or ``noise.importance`` (R, n)); by default the
+            evenly spaced ones.
     Returns:
         (R, n) sample depths (unsorted).
     """
@@ -140,7 +136,7 @@ def importance_samples(
     pdf = w / w.sum(-1, keepdim=True)
     cdf = torch.cumsum(pdf, -1)
     cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)  # (R, K + 1), from 0 to 1
-    u = _draws(noise, perturb, w, n, generator)
+    u = how.draws("importance", w, n)
     if u is None:
         u = ((torch.arange(n, device=w.device, dtype=w.dtype) + 0.5) / n).expand(w.shape[0], n)
     u = u.contiguous()
@@ -152,26 +148,19 @@ def importance_samples(
 
 
 def depth_guided_samples(
-    depth: Tensor,
-    near: Tensor,
-    far: Tensor,
-    n: int,
-    std: float,
-    perturb: bool = True,
-    generator: torch.Generator | None = None,
-    noise: Tensor | None = None,
+    depth: Tensor, near: Tensor, far: Tensor, n: int, std: float, how: Sampling = MIDPOINTS
 ) -> Tensor:
     """Samples around the coarse expected depth (pixelNeRF's ``n_fine_depth``), clamped to the bounds.
 
     Args:
         depth: (R,) coarse expected depth (no gradient flows back).
         std: standard deviation of the Gaussian around ``depth``.
-        noise: (R, n) pre-drawn standard normal offsets (:class:`SampleNoise`), used instead of drawing.
+        how: standard normal offsets (drawn, or ``noise.depth`` (R, n)); by default none.
     Returns:
-        (R, n); without ``perturb`` or ``noise``, ``n`` copies of the depth itself.
+        (R, n); with the default ``how``, ``n`` copies of the depth itself.
     """
     z = depth.detach()[:, None].expand(-1, n)
-    offsets = _draws(noise, perturb, depth, n, generator, normal=True)
+    offsets = how.draws("depth", depth, n, normal=True)
     if offsets is not None:
         z = z + offsets * std
     return torch.minimum(torch.maximum(z, near[:, None]), far[:, None])
