@@ -205,6 +205,50 @@ def test_residual_block_is_identity_at_init():
     torch.testing.assert_close(block(x), x, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("with_extra", [False, True])
+def test_residual_block_in_place_training_path_matches_autograd(with_extra, monkeypatch):
+    """Eager float32 CPU training runs the block through its in-place autograd function: the same values
+    and the same gradients (input, injection, both layers) as the plain ops."""
+    from featurenerf.nerf import mlp
+
+    applies = mlp._in_place_applies
+    torch.manual_seed(0)
+    block = ResidualBlock(16)
+    with torch.no_grad():
+        block.fc1.weight.normal_(0, 0.3)
+        block.fc1.bias.normal_(0, 0.3)
+        block.fc0.bias.normal_(0, 0.3)
+    x0, e0 = torch.randn(2, 7, 16), torch.randn(2, 7, 16)
+
+    def run(in_place: bool):
+        calls = []
+        real = mlp._InPlaceBlock.apply
+        monkeypatch.setattr(mlp, "_in_place_applies", lambda h: in_place)
+        monkeypatch.setattr(mlp._InPlaceBlock, "apply", lambda *a: calls.append(1) or real(*a))
+        block.zero_grad()
+        x, e = x0.clone().requires_grad_(), e0.clone().requires_grad_()
+        out = block(x, (e * 1.0) if with_extra else None)  # extra is a fresh tensor (it is written to)
+        (out * torch.linspace(-1, 1, 16)).sum().backward()
+        grads = [x.grad, e.grad if with_extra else None]
+        grads += [None if p.grad is None else p.grad.clone() for p in block.parameters()]
+        return out.detach(), grads, len(calls)
+
+    out_fast, g_fast, n_fast = run(True)
+    out_ref, g_ref, n_ref = run(False)
+    assert (n_fast, n_ref) == (1, 0)
+    torch.testing.assert_close(out_fast, out_ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_fast, g_ref):
+        if b is None:
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert applies(torch.ones(2)) and not applies(torch.ones(2, dtype=torch.float64))
+    with torch.no_grad():
+        assert not applies(torch.ones(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not applies(torch.ones(2))
+
+
 def small_mlp(**kwargs) -> ResnetMLP:
     torch.manual_seed(0)
     return ResnetMLP(d_in=6, d_latent=5, d_hidden=8, d_out=3, **kwargs)
