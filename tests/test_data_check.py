@@ -166,3 +166,23 @@ def test_wrong_image_size_and_orphans(root):
     assert set(problems) == {obj / "rgb" / "000001.png", obj / "pose" / "000099.txt"}
     assert "16x16" in problems[obj / "rgb" / "000001.png"]
     assert "without image" in problems[obj / "pose" / "000099.txt"]
+
+
+def test_prepare_data_then_setup_reads_the_dataset_once(toy_root, monkeypatch):
+    """The check reads every file: a process that ran it in prepare_data does not run it again in setup
+    (a rank that skipped prepare_data still checks in setup)."""
+    from featurenerf.data import check as check_module
+    from featurenerf.data.datamodule import FeatureNeRFData
+
+    calls = []
+    real = check_module.check_dataset
+    monkeypatch.setattr(
+        check_module, "check_dataset", lambda root, *a, **k: calls.append(root) or real(root, *a, **k)
+    )
+    dm = FeatureNeRFData(root=str(toy_root), image_size=16, teacher=None, val_objects=1)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(calls) == 1
+    other_rank = FeatureNeRFData(root=str(toy_root), image_size=16, teacher=None, val_objects=1)
+    other_rank.setup("fit")
+    assert len(calls) == 2

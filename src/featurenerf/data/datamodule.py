@@ -170,6 +170,7 @@ class FeatureNeRFData(L.LightningDataModule):
         from featurenerf.data.check import check_dataset, invalid_objects
 
         problems = check_dataset(root)
+        self._checked = True  # setup() on the same process need not read every file again
         if not problems:
             return
         if not self.skip_invalid:
@@ -216,7 +217,6 @@ class FeatureNeRFData(L.LightningDataModule):
         if self.check and not hasattr(self, "_checked"):
             # prepare_data runs on rank 0 only; every rank needs the same record lists.
             self.run_check()
-            self._checked = True
         if stage in (None, "fit"):
             train = self.records("train")
             if not train:
