@@ -15,17 +15,17 @@ Rows (same net, same view, timed interleaved):
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
 from harness import PeakRSS, cameras, intrinsics, load_config, median, timed
 
+from featurenerf.nerf.config import NetConfig
 from featurenerf.nerf.model import FeatureNeRFNet
 from featurenerf.rendering.bounds import Box
 
 #: The occupancy grid resolution of the ``grid`` row: the model's default.
-GRID_RESOLUTION = inspect.signature(FeatureNeRFNet).parameters["occupancy_resolution"].default
+GRID_RESOLUTION = NetConfig().occupancy_resolution
 
 ROWS = {
     "naive": {"fast_field": False, "reuse_coarse": False, "skip_empty": False},
