@@ -93,3 +93,28 @@ def test_compile_matches_eager():
     gb = unwrap_compiled(compiled.net.mlp).lin_out.weight.grad
     torch.testing.assert_close(gb, ga, rtol=1e-3, atol=1e-5)
     assert compiled.net._compiled_trunk is not None  # the fast path was compiled, not just the MLP module
+
+
+def test_validation_runs_in_float32_under_a_bf16_trainer(monkeypatch):
+    """Lightning wraps validation_step in bf16 autocast under bf16-mixed; the module turns it off, so
+    novel-view metrics and the task loops' cosine matching are float32 whatever trainer.precision is."""
+    from featurenerf.module import FeatureNeRF
+
+    model = FeatureNeRF(feature_dim=3, encoder_layers=2, d_hidden=16, n_coarse=4, n_fine=2, n_fine_depth=2)
+    seen = []
+    monkeypatch.setattr(
+        model, "_novel_view_step", lambda batch, i: seen.append(torch.is_autocast_enabled("cpu"))
+    )
+
+    class Suite:  # records what the task loop would see
+        def validation_step(self, module, batch, i, loader):
+            seen.append((loader, torch.is_autocast_enabled("cpu"), torch.ones(2, 2) @ torch.ones(2, 2)))
+
+    model.tasks = Suite()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        model.validation_step({}, 0, 0)
+        model.validation_step({}, 0, 1)
+    assert seen[0] is False
+    loader, enabled, product = seen[1]
+    assert loader == 1 and enabled is False and product.dtype == torch.float32
