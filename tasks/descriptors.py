@@ -18,7 +18,6 @@ conditioning view) for the validation run: the part and keypoint tasks of the sa
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from featurenerf.geometry.cameras import project_points, rays_from_pixels, uv_to_grid
+from featurenerf.lru import TensorLRU
 from featurenerf.nerf.renderer import eval_noise, with_occupancy
 
 #: Methods that have per-pixel / per-point descriptors (what label-transfer tasks support by default).
@@ -177,15 +177,11 @@ class Descriptors:
         self.models = models
         self.methods = list(methods)
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[Hashable, dict[str, Tensor]] = OrderedDict()
-        self._bytes = 0
-        self.hits = 0
-        self.misses = 0
+        self.store = TensorLRU(cache_bytes)
 
     def clear(self) -> None:
         """Forget every cached descriptor (the model changes between validation runs)."""
-        self._cache.clear()
-        self._bytes = 0
+        self.store.clear()
 
     def _outputs_of(self, model: str) -> tuple[str, ...]:
         # One render serves every method that reads the same model (featurenerf and featurenerf_v).
@@ -196,20 +192,7 @@ class Descriptors:
         )
 
     def _cached(self, key: Hashable, make) -> dict[str, Tensor]:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            self.hits += 1
-            return self._cache[key]
-        self.misses += 1
-        value = make()
-        size = sum(v.numel() * v.element_size() for v in value.values())
-        if size <= self.cache_bytes:
-            self._cache[key] = value
-            self._bytes += size
-            while self._bytes > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._bytes -= sum(v.numel() * v.element_size() for v in old.values())
-        return value
+        return self.store.get(key, make)
 
     def foreground(self, method: str, view: PosedView, cond: PosedView) -> Tensor:
         """Normalised descriptors (N, D) of ``view``'s foreground pixels (row-major, see

@@ -9,7 +9,6 @@ colour target is that pixel and its distillation target is the teacher map sampl
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from featurenerf.data.srn import ObjectRecord, load_image_and_mask, load_poses
 from featurenerf.geometry.cameras import rays_from_pixels, uv_to_grid
+from featurenerf.lru import TensorLRU
 
 
 def sample_teacher_at(features: Tensor, uv: Tensor, height: int, width: int) -> Tensor:
@@ -67,60 +67,33 @@ def mask_bbox(mask: Tensor) -> Tensor:
     return torch.stack([rows.min(), cols.min(), rows.max(), cols.max()])
 
 
-class DecodedImages:
-    """A least-recently-used store of decoded, resized images and masks, bounded in bytes.
-
-    A training item reads up to every view of its object (each ray picks its view), so without it a step
-    decodes and resizes ~100 PNGs; with it each view is decoded once per process. Values are the float32
-    tensors :func:`load_image_and_mask` returns, so training is bit-identical with or without the store.
-
-    Args:
-        max_bytes: budget (0 disables the store).
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
-        self.bytes = 0
-
-    def get(self, path, size: int, background: str) -> tuple[Tensor, Tensor]:
-        """``load_image_and_mask(path, size, background)``, decoded at most once while it stays stored."""
-        key = (str(path), size, background)
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        value = load_image_and_mask(path, size, background)
-        nbytes = sum(t.numel() * t.element_size() for t in value)
-        if nbytes <= self.max_bytes:
-            self._items[key] = value
-            self.bytes += nbytes
-            while self.bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                self.bytes -= sum(t.numel() * t.element_size() for t in old)
-        return value
-
-
 class ObjectViews:
     """Loads the views of one object at a fixed size (images, masks, poses, intrinsics, teacher maps).
 
     Args:
         image_size: square size images are resized to; background: "white" or "black".
-        cache: the teacher-feature cache (or None). image_cache_bytes: budget of the decoded-image store
-            (:class:`DecodedImages`, one per process; 0 decodes every time).
+        cache: the teacher-feature cache (or None). image_cache_bytes: budget of the decoded images kept
+            in memory (one store per process; 0 decodes every time). A training item reads up to every view
+            of its object, so without the store a step decodes and resizes ~100 PNGs. The stored values are
+            :func:`load_image_and_mask`'s float32 tensors: training is bit-identical with or without it.
     """
 
     def __init__(self, image_size: int, background: str, cache=None, image_cache_bytes: int = 0) -> None:
         self.image_size = image_size
         self.background = background
         self.cache = cache
-        self.images = DecodedImages(image_cache_bytes)
+        self.images = TensorLRU(image_cache_bytes)
 
     def load(
         self, record: ObjectRecord, views: Sequence[int], with_teacher: bool = True
     ) -> dict[str, Tensor]:
         """Returns images (V, 3, S, S), masks (V, S, S), poses (V, 4, 4), focal (2,), c (2,) and, with a
         cache, teacher (V, D, h, w)."""
-        loaded = [self.images.get(record.rgb_paths[v], self.image_size, self.background) for v in views]
+        size, bg = self.image_size, self.background
+        loaded = [
+            self.images.get((str(p), size, bg), lambda p=p: load_image_and_mask(p, size, bg))
+            for p in (record.rgb_paths[v] for v in views)
+        ]
         focal, c = record.intrinsics.at_size(self.image_size, self.image_size)
         out = {
             "images": torch.stack([im for im, _ in loaded]),
