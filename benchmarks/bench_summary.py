@@ -131,12 +131,24 @@ def gpu_summary(r: dict) -> dict | None:
             entry["bf16_vs_fp32"] = entry["bf16_step_s"] / entry["fp32_step_s"]
         if "naive" in rows and "step_s" in rows["naive"]:
             entry["naive_step_s"] = rows["naive"]["step_s"]
-        comp = rows.get("fast_compile")
-        if comp:
-            entry["compile"] = (
-                {"error": comp["error"]}
-                if "error" in comp
-                else {"step_s": comp["step_s"], "compile_s": comp.get("compile_s")}
-            )
+        for name, key in (("fast_compile", "compile"), ("fast_graph", "graph")):
+            comp = rows.get(name)
+            if comp:
+                entry[key] = (
+                    {"error": comp["error"]}
+                    if "error" in comp
+                    else {"step_s": comp["step_s"], "compile_s": comp.get("compile_s")}
+                )
+        graph = entry.get("graph", {})
+        if graph.get("step_s") and entry["fp32_step_s"]:
+            # Issue targets: the whole-step graph ≤ 0.5× today's fp32 `fast` step, and ≤ 0.5× `naive`.
+            entry["graph_vs_fast"] = graph["step_s"] / entry["fp32_step_s"]
+            if entry.get("naive_step_s"):
+                entry["graph_vs_naive"] = graph["step_s"] / entry["naive_step_s"]
+        if entry["fp32_step_s"] and entry.get("naive_step_s"):
+            entry["fast_vs_naive"] = entry["fp32_step_s"] / entry["naive_step_s"]
+        entry["kernel_fraction"] = {
+            k: v["kernel_fraction"] for k, v in rows.items() if "kernel_fraction" in v
+        }
         out["configs"][cfg] = entry
     return out

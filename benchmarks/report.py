@@ -301,15 +301,25 @@ def gpu_block(r: dict) -> list[str]:
         )
     notes = []
     for cfg, e in g["configs"].items():
-        comp = e.get("compile")
-        if comp and "error" in comp:
-            notes.append(f"- {cfg}: `fast_compile` failed: {comp['error'][:300]}".replace("\n", " "))
-        elif comp:
+        for key, row in (("compile", "fast_compile"), ("graph", "fast_graph")):
+            comp = e.get(key)
+            if comp and "error" in comp:
+                notes.append(f"- {cfg}: `{row}` failed: {comp['error'][:300]}".replace("\n", " "))
+            elif comp:
+                notes.append(
+                    f"- {cfg}: `{row}` step {_f(comp['step_s'], 4)} s "
+                    f"(× eager fp32 {_f(comp['step_s'] / e['fp32_step_s'] if e['fp32_step_s'] else None)}), "
+                    f"compilation {_f(comp.get('compile_s'), 0)} s"
+                )
+        if "graph_vs_fast" in e:
             notes.append(
-                f"- {cfg}: `fast_compile` step {_f(comp['step_s'], 4)} s "
-                f"(× eager fp32 {_f(comp['step_s'] / e['fp32_step_s'] if e['fp32_step_s'] else None)}), "
-                f"compilation {_f(comp.get('compile_s'), 0)} s"
+                f"- {cfg}: whole-step graph ÷ today's fp32 `fast` step **{_f(e['graph_vs_fast'], 3)}** "
+                f"(target ≤ 0.5); ÷ `naive` {_f(e.get('graph_vs_naive'), 3)}; `fast` ÷ `naive` "
+                f"{_f(e.get('fast_vs_naive'), 3)} (target ≤ 0.5)"
             )
+        if e.get("kernel_fraction"):
+            fracs = ", ".join(f"{k} {_f(v, 2)}" for k, v in e["kernel_fraction"].items())
+            notes.append(f"- {cfg}: GPU kernel time ÷ wall time (one profiled step): {fracs}")
     return out + ([""] + notes if notes else []) + [""]
 
 

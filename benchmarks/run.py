@@ -13,7 +13,7 @@ trained toy checkpoint: ``--toy-ckpt``/``--toy-data``, else the latest ``make de
 Every ratio compares rows measured in the same process, interleaved; times are medians over repeats.
 
 ``--device cuda`` (what ``auto`` picks when ``torch.cuda.is_available()``) runs the ``train`` section on the
-GPU: srn_cars (naive, fast, fast_bf16, fast_compile), srn_cars with 4x the rays per object (a batch that
+GPU: srn_cars (naive, fast, fast_bf16, fast_compile, fast_graph: the whole step as one CUDA graph), srn_cars with 4x the rays per object (a batch that
 keeps the GPU busy) and toy, each with 10 repeats, fp32 vs ``torch.autocast("cuda", torch.bfloat16)``,
 matmul fractions against same-dtype GEMMs on the GPU, and CUDA peak memory per row. The other sections
 have no GPU path: ``render`` still runs on the CPU; ``psnr``, ``occupancy``, ``cache`` and ``scaling`` are
@@ -236,7 +236,7 @@ def train_cuda_sections(args: argparse.Namespace) -> list[tuple[str, Store]]:
     else:
         reps = args.repeats or 10  # a GPU step takes milliseconds
         rays = harness.load_config("srn_cars")["data"]["rays_per_object"]
-        compile_row = [] if args.no_compile else ["fast_compile"]
+        compile_row = [] if args.no_compile else ["fast_compile", "fast_graph"]
         # Cheap configs first, the compile row last: a run cut short (gpu_check.sh's timeout) keeps the
         # sections it finished, since the result is written after each one.
         plan = [

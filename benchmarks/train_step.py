@@ -12,6 +12,11 @@ Rows (same module, same batch, timed interleaved in one process):
 * ``fast`` — the default: reuse + the fast field (maps projected once, one gather, head per ray).
 * ``fast_bf16`` — ``fast`` under ``torch.autocast(device, torch.bfloat16)`` (what ``bf16-mixed`` does).
 * ``fast_compile`` — ``fast`` with ``model.compile: true`` (first-step compile time reported separately).
+* ``fast_graph`` — ``fast`` with ``model.compile_step: true``: the whole forward (encode, both passes, losses)
+  as one compiled graph, captured with CUDA graphs on a GPU (:mod:`featurenerf.step_graph`).
+
+On a GPU each row also gets ``kernel_fraction``: GPU kernel time ÷ wall time of one profiled step (how far
+the step is from being host-bound; 1 means the GPU never waits for the host).
 
 ``device="cuda"`` runs the same steps on the GPU: module, optimizer state and batch on the device, autocast
 on ``cuda``, the matmul baseline on the device, and per row the CUDA memory high-water mark of its warm-up
@@ -47,7 +52,8 @@ ROWS = {
     "reuse": {"fast_field": False, "reuse_coarse": True},
     "fast": {"fast_field": True, "reuse_coarse": True},
     "fast_bf16": {"fast_field": True, "reuse_coarse": True, "autocast": torch.bfloat16},
-    "fast_compile": {"fast_field": True, "reuse_coarse": True, "compile": True},
+    "fast_compile": {"fast_field": True, "reuse_coarse": True, "compile": {"compile": True}},
+    "fast_graph": {"fast_field": True, "reuse_coarse": True, "compile": {"compile_step": True}},
 }
 
 
@@ -71,7 +77,7 @@ class Stepper:
         self.optimizer = self._optimizer(self.module)
         batch, rays_batch = synthetic_batch(b, views, size, rays, model_kwargs["feature_dim"], seed)
         self.batch, self.rays = to_device(batch, self.device), to_device(rays_batch, self.device)
-        self.compiled = None  # (module, optimizer), built on first use of a compile row
+        self.compiled: dict[str, tuple] = {}  # compile option -> (module, optimizer), built on first use
         self.b, self.r = b, rays
 
     @staticmethod
@@ -82,11 +88,13 @@ class Stepper:
         return opt[0] if isinstance(opt, (list, tuple)) else opt
 
     def _target(self, row: dict):
-        if row.get("compile"):
-            if self.compiled is None:
-                module = build_module(self.model_kwargs, compile=True).to(self.device)
-                self.compiled = (module, self._optimizer(module))
-            return self.compiled
+        options = row.get("compile")
+        if options:
+            key = repr(sorted(options.items()))
+            if key not in self.compiled:
+                module = build_module(self.model_kwargs, **options).to(self.device)
+                self.compiled[key] = (module, self._optimizer(module))
+            return self.compiled[key]
         return self.module, self.optimizer
 
     def step(self, row: dict) -> float:
@@ -163,6 +171,9 @@ def bench_config(
             out["rows"][k] = {"error": err, "first_step_s": out["rows"][k]["first_step_s"]}
     rows = guard.alive(rows)
     add_rates(out["rows"], rows, times, timed_peak, baselines, b * r, on_cuda)
+    if on_cuda:
+        for k in rows:
+            out["rows"][k].update(kernel_fraction(stepper, ROWS[k]))
     out["matmul_baseline"] = baseline_record(baselines)
     if "fast" in rows:
         out["fast_alone"] = fast_alone(
@@ -175,6 +186,24 @@ def bench_config(
             out["profile"] = {"error": f"{type(err).__name__}: {err}"}
             traceback.print_exc()
     return out
+
+
+def kernel_fraction(stepper: Stepper, row: dict) -> dict:
+    """GPU kernel time ÷ wall time of one step of ``row`` under torch.profiler (kernels of captured CUDA
+    graphs included); the profiler's own overhead makes the fraction a lower bound."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            wall = timed(lambda: stepper.step(row))
+        kernel_us = sum(
+            getattr(e, "self_device_time_total", 0.0)
+            for e in prof.events()
+            if e.device_type != torch.autograd.DeviceType.CPU
+        )
+    except Exception as err:  # CUPTI missing or busy: the timings stand without it
+        return {"kernel_fraction_error": f"{type(err).__name__}: {err}"}
+    return {"kernel_s": kernel_us / 1e6, "profiled_wall_s": wall, "kernel_fraction": kernel_us / 1e6 / wall}
 
 
 def matmul_baselines(stepper: Stepper, rows: list[str]) -> dict[torch.dtype, MatmulBaseline]:

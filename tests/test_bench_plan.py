@@ -54,9 +54,45 @@ def test_gpu_plan_skips_cpu_only_sections_unless_named(bench):
     assert set(skipped) == {"psnr", "occupancy", "cache", "scaling"}
     assert list(work)[:3] == ["train toy (cuda)", "train srn_cars_x4rays (cuda)", "train srn_cars (cuda)"]
     assert all(kw == {"device": "cuda"} for fn, _, kw in list(work.values())[:3])
-    assert work["train srn_cars (cuda)"][1][1][-1] == "fast_compile"  # the compile row last
+    assert work["train srn_cars (cuda)"][1][1][-2:] == ["fast_compile", "fast_graph"]  # compile rows last
     skipped, work = _plan(run, ["--sections", "cache"], "cuda")
     assert not skipped and list(work) == ["cache"]
+
+
+def test_compile_rows_build_their_own_module_once(bench):
+    """Each compile row trains its own module built with its option (the eager rows share one)."""
+    _, train_step = bench
+    model = dict(feature_dim=4, encoder_layers=2, d_hidden=16, n_coarse=4, n_fine=2, n_fine_depth=2)
+    stepper = train_step.Stepper(model, b=1, views=1, size=16, rays=8)
+    graph, _ = stepper._target(train_step.ROWS["fast_graph"])
+    mlp, _ = stepper._target(train_step.ROWS["fast_compile"])
+    assert graph.hparams.compile_step and not graph.hparams.compile
+    assert mlp.hparams.compile and not mlp.hparams.compile_step
+    assert stepper._target(train_step.ROWS["fast_graph"])[0] is graph
+    assert stepper._target(train_step.ROWS["fast"])[0] is stepper.module
+
+
+def test_gpu_summary_reports_the_graph_row_against_its_targets(bench, monkeypatch):
+    import bench_summary
+
+    row = lambda s, **kw: {"step_s": s, "steps_per_s": 1 / s, "matmul_fraction": 0.1, **kw}  # noqa: E731
+    rows = {
+        "naive": row(0.1, kernel_fraction=0.3),
+        "fast": row(0.065, kernel_fraction=0.43),
+        "fast_bf16": row(0.06),
+        "fast_graph": row(0.026, compile_s=40.0, kernel_fraction=0.9),
+    }
+    r = {"train_step": {"srn_cars": {"device": "cuda", "device_name": "H200", "rows": rows,
+         "sizes": {"objects": 4, "rays_per_object": 128}}}}  # fmt: skip
+    g = bench_summary.gpu_summary(r)["configs"]["srn_cars"]
+    assert g["graph"] == {"step_s": 0.026, "compile_s": 40.0}
+    assert g["graph_vs_fast"] == pytest.approx(0.4) and g["graph_vs_naive"] == pytest.approx(0.26)
+    assert g["kernel_fraction"] == {"naive": 0.3, "fast": 0.43, "fast_graph": 0.9}
+    import report
+
+    text = "\n".join(report.gpu_block(r))
+    assert "whole-step graph ÷ today's fp32 `fast` step **0.400** (target ≤ 0.5)" in text
+    assert "fast_graph 0.90" in text
 
 
 def test_compile_guard_records_a_compile_row_and_raises_for_others(bench):

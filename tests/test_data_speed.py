@@ -72,3 +72,26 @@ def test_decoded_images_are_decoded_once_and_identical(toy_root, monkeypatch):
     calls.clear()
     off.load(record, [0, 0])
     assert len(calls) == 2
+
+
+def test_training_batches_are_pinned_only_for_a_cuda_trainer(toy_root):
+    """Pinned batches let Lightning copy to the GPU without blocking; on a CPU pinning is wasted work."""
+    from types import SimpleNamespace
+
+    from featurenerf.data.datamodule import FeatureNeRFData
+
+    dm = FeatureNeRFData(root=str(toy_root), teacher=None, image_size=16, num_workers=0)
+    dm.setup("fit")
+    for device, pinned in (("cpu", False), ("cuda", True)):
+        trainer = SimpleNamespace(
+            strategy=SimpleNamespace(root_device=torch.device(device)),
+            global_rank=0,
+            world_size=1,
+            lightning_module=None,
+            global_step=0,
+            accumulate_grad_batches=1,
+        )
+        dm.trainer = trainer
+        assert dm.train_dataloader().pin_memory is pinned
+    dm.trainer = None
+    assert dm.train_dataloader().pin_memory is False

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from featurenerf.nerf.encoder import ResNetEncoder
@@ -205,6 +206,17 @@ def test_residual_block_is_identity_at_init():
     torch.testing.assert_close(block(x), x, rtol=0, atol=0)
 
 
+def random_block(width: int = 16) -> ResidualBlock:
+    """A residual block with non-zero weights everywhere (fc1 starts at zero), seeded."""
+    torch.manual_seed(0)
+    block = ResidualBlock(width)
+    with torch.no_grad():
+        block.fc1.weight.normal_(0, 0.3)
+        block.fc1.bias.normal_(0, 0.3)
+        block.fc0.bias.normal_(0, 0.3)
+    return block
+
+
 @pytest.mark.parametrize("with_extra", [False, True])
 def test_residual_block_in_place_training_path_matches_autograd(with_extra, monkeypatch):
     """Eager float32 CPU training runs the block through its in-place autograd function: the same values
@@ -212,12 +224,7 @@ def test_residual_block_in_place_training_path_matches_autograd(with_extra, monk
     from featurenerf.nerf import mlp
 
     applies = mlp._in_place_applies
-    torch.manual_seed(0)
-    block = ResidualBlock(16)
-    with torch.no_grad():
-        block.fc1.weight.normal_(0, 0.3)
-        block.fc1.bias.normal_(0, 0.3)
-        block.fc0.bias.normal_(0, 0.3)
+    block = random_block()
     x0, e0 = torch.randn(2, 7, 16), torch.randn(2, 7, 16)
 
     def run(in_place: bool):
@@ -247,6 +254,31 @@ def test_residual_block_in_place_training_path_matches_autograd(with_extra, monk
         assert not applies(torch.ones(2))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not applies(torch.ones(2))
+
+
+@pytest.mark.parametrize("with_extra", [False, True])
+def test_residual_block_inference_path_matches_the_plain_ops(with_extra, monkeypatch):
+    """Renders (no gradients, float32, CPU) fuse the inner bias and ReLU in place: same values as
+    F.linear + relu_, and the injection tensor is used as the accumulator as before."""
+    from featurenerf.nerf import mlp
+
+    applies = mlp._inference_applies
+    block = random_block()
+    x, e = torch.randn(2, 7, 16), torch.randn(2, 7, 16)
+    outs = []
+    for fused in (True, False):
+        monkeypatch.setattr(mlp, "_inference_applies", lambda h, fused=fused: fused)
+        with torch.no_grad():
+            outs.append(block(x, e.clone() if with_extra else None))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+    if with_extra:  # the reference: h + fc1(relu(fc0(relu(h)))) with the injection in place of fc1's bias
+        ref = x + F.linear(torch.relu(block.fc0(torch.relu(x))), block.fc1.weight) + e
+        torch.testing.assert_close(outs[0], ref.detach(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert applies(torch.ones(2)) and not applies(torch.ones(2, dtype=torch.float64))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not applies(torch.ones(2))
+    assert not applies(torch.ones(2))  # training keeps autograd (or the in-place autograd function)
 
 
 def small_mlp(**kwargs) -> ResnetMLP:

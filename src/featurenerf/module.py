@@ -28,6 +28,8 @@ from featurenerf.ranges import (
     PositiveFloat,
     plain_numbers,
 )
+from featurenerf.rendering.sampling import SampleNoise
+from featurenerf.step_graph import LossFn, compiled_losses, draw_noise
 from featurenerf.visualize import feature_pca_pair, save_image_grid
 
 
@@ -68,6 +70,9 @@ class FeatureNeRF(L.LightningModule):
         skip_grace_steps: the window, and how many steps run before the check starts.
         val_pictures: how many validation objects get picture grids per validation run.
         compile: ``torch.compile`` the MLP (opt-in).
+        compile_step: compile the whole loss computation (encode, both passes, losses) as one graph with
+            static shapes, captured with CUDA graphs on a GPU (:mod:`featurenerf.step_graph`; opt-in: the
+            first step compiles, minutes on a CPU).
         **net: the field's and the renderer's hyper-parameters, the fields of
             :class:`~featurenerf.nerf.config.NetConfig` (``feature_dim``, ``d_hidden``, ``n_coarse``, ...;
             its types, ranges, defaults and help). The config parser lists them as ``model.<name>``.
@@ -85,6 +90,7 @@ class FeatureNeRF(L.LightningModule):
         skip_grace_steps: NonNegativeInt = 20,
         val_pictures: NonNegativeInt = 2,
         compile: bool = False,
+        compile_step: bool = False,
         **net: Any,
     ) -> None:
         super().__init__()
@@ -101,6 +107,7 @@ class FeatureNeRF(L.LightningModule):
         self.net = FeatureNeRFNet(NetConfig(**net))
         if compile:
             self.net.mlp = torch.compile(self.net.mlp)
+        self._step_graph: LossFn | None = None  # model.compile_step: built on the first step
         # Counted in the checkpoint so a resumed run keeps its skip statistics.
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         # Which of the last skip_grace_steps steps were skipped (slot = step count mod window); saved in
@@ -133,7 +140,21 @@ class FeatureNeRF(L.LightningModule):
         return torch.Generator(device=self.device).manual_seed(seed % (2**63))
 
     def compute_losses(self, batch: dict, rays: dict) -> dict[str, Tensor]:
-        """RGB, distillation and coordinate losses on both passes; ``loss`` is their weighted sum."""
+        """RGB, distillation and coordinate losses on both passes; ``loss`` is their weighted sum.
+
+        The sample jitter is drawn here, from the step's generator (:func:`~featurenerf.step_graph.
+        draw_noise`); the rest runs as :meth:`losses_from_noise`, compiled as one graph when
+        ``compile_step`` is set."""
+        noise = draw_noise(self, rays, self._generator())
+        if not self.hparams.get("compile_step", False):
+            return self.losses_from_noise(batch, rays, noise)
+        if self._step_graph is None:
+            self._step_graph = compiled_losses(self)
+        return self._step_graph(batch, rays, noise)
+
+    def losses_from_noise(self, batch: dict, rays: dict, noise: SampleNoise) -> dict[str, Tensor]:
+        """:meth:`compute_losses` with the sample jitter given (B, R, n): no generator, no host sync, so
+        it traces into one graph."""
         h = self.hparams
         cond = self.net.encode(batch["src_images"], batch["src_poses"], batch["focal"], batch["c"])
         use_distill = h.distill_weight > 0 and self.net.feature_dim > 0 and "teacher" in rays
@@ -143,9 +164,7 @@ class FeatureNeRF(L.LightningModule):
         coords = {"release": "coords_mean", "weighted": "coords", "pointwise": "coords_sq"}[h.coord_loss]
         if h.coord_weight > 0:
             outputs.append(coords)
-        out = self.net.render_rays(
-            cond, rays["origins"], rays["dirs"], outputs, perturb=True, generator=self._generator()
-        )
+        out = self.net.render_rays(cond, rays["origins"], rays["dirs"], outputs, noise=noise)
         terms: dict[str, Tensor] = {}
         total = rays["origins"].new_zeros(())
         for pass_name in ("coarse", "fine"):
@@ -180,7 +199,10 @@ class FeatureNeRF(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads and not all(torch.isfinite(g).all() for g in grads):
+        # One host sync for all gradients (foreach norms, then one isfinite), not one per parameter: on a
+        # GPU each sync stalls the launch queue. A gradient whose norm overflows float32 counts as
+        # non-finite too (a divergent step either way).
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
             for p in self.parameters():
                 p.grad = None  # Adam leaves parameters without gradients untouched: the step is skipped
             self._count_skip("gradient")
@@ -219,7 +241,9 @@ class FeatureNeRF(L.LightningModule):
         return max(self.global_step, getattr(self, "_checkpoint_step", 0))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        # On CUDA the fused Adam updates every parameter in one kernel (the foreach default launches a
+        # few per parameter group and step, host time that a launch-bound step cannot hide).
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=self.device.type == "cuda")
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -111,9 +111,14 @@ def prepare(args: argparse.Namespace) -> Prepared:
     import torch
 
     from featurenerf.api import load, load_view, training_image_size
+    from featurenerf.cpu_allocator import keep_freed_memory
 
     if args.occupancy_resolution is not None and args.occupancy_resolution < 0:
         raise ValueError(f"--occupancy-resolution must be >= 0 (0: no grid), got {args.occupancy_resolution}")
+    if torch.device(args.device).type == "cpu":
+        # Each chunk's activations are new large blocks; glibc would map and fault them in afresh every
+        # chunk. Kept for reuse, an 8-frame 128² orbit of the toy cars took 13-17 % less CPU time.
+        keep_freed_memory()
     net = load(args.ckpt, args.device, trust=args.trust, trust_hint="if you trust the file, pass --trust")
     if args.occupancy_resolution is not None:
         net.occupancy_resolution = args.occupancy_resolution

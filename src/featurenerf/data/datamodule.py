@@ -252,7 +252,14 @@ class FeatureNeRFData(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,
+            pin_memory=self._pin_memory(),
         )
+
+    def _pin_memory(self) -> bool:
+        """Page-locked batches when training on CUDA: Lightning then copies them to the GPU without
+        blocking (``non_blocking=True``), so the copy overlaps the previous step's kernels."""
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def _consumed_draws(self) -> int:
         """Training draws already used: batches trained on (the module's ``seen_steps``, restored from a
