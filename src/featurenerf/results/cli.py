@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-CPU_STEPS = 300
+CPU_STEPS = 700
 GPU_STEPS = 5000
 CPU_PAIRS = 200
 GPU_PAIRS = 200
