@@ -187,6 +187,37 @@ def test_cli_trainer_writes_checkpoints_atomically(tmp_path):
     assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
 
 
+def test_a_run_resumed_in_another_folder_overwrites_its_last_ckpt(toy_root, tmp_path):
+    """A copied run resumed with --ckpt_path its last.ckpt keeps one last.ckpt (no last-v1.ckpt), holding
+    the new step: validate reads last.ckpt."""
+    import shutil
+
+    from featurenerf.cli import main
+
+    def fit(root: Path, steps: int, *extra: str) -> None:
+        argv = [
+            "fit", "--config", str(Path(__file__).resolve().parent.parent / "configs" / "toy_cars.yaml"),
+            "--data.root", str(toy_root), "--data.teacher", "null", "--data.image_size", "16",
+            "--data.rays_per_object", "8", "--data.batch_size", "2", "--data.num_workers", "0",
+            "--model.d_hidden", "16", "--model.encoder_layers", "2", "--model.n_coarse", "4",
+            "--model.n_fine", "2", "--model.n_fine_depth", "2", "--trainer.precision", "32-true",
+            "--trainer.max_steps", str(steps), "--trainer.max_time", "null", "--trainer.limit_val_batches", "0",
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(root), "--run_name", "r", *extra,
+        ]  # fmt: skip
+        assert main(argv) == 0
+
+    fit(tmp_path / "a", 2)
+    shutil.copytree(tmp_path / "a" / "r", tmp_path / "b" / "r")
+    fit(tmp_path / "b", 3, "--ckpt_path", str(tmp_path / "b" / "r" / "checkpoints" / "last.ckpt"))
+    saved = sorted(p.name for p in (tmp_path / "b" / "r" / "checkpoints").iterdir())
+    assert saved == ["last.ckpt"]
+    ckpt = torch.load(
+        tmp_path / "b" / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    assert ckpt["global_step"] == 3
+
+
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     io = AtomicCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"

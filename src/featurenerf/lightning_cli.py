@@ -279,6 +279,10 @@ class FeatureNeRFCLI(LightningCLI):
                 # saved in the checkpoint then matches (Lightning warns "The dirpath has changed" otherwise).
                 ckpt_cb.dirpath = os.path.realpath(self.run_dir / "checkpoints")
             ckpt_cb.save_last = True
+            # One last.ckpt per run, overwritten: a run resumed from a checkpoint written in another folder
+            # (a copied or moved run) would otherwise save `last-v1.ckpt` beside the old `last.ckpt`,
+            # which `validate` and the results runner would then read.
+            ckpt_cb._enable_version_counter = False
         check_checkpoint_width(cfg.get("ckpt_path"), self.model, trust=cfg.get("weights_only") is False)
         tasks = expand_tasks(cfg.get("task"))
         if tasks:
