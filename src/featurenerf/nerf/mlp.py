@@ -53,28 +53,28 @@ class _InPlaceBlock(torch.autograd.Function):
         return gh, grad_extra, dw0, db0, dw1
 
 
-def _in_place_applies(h: Tensor) -> bool:
-    """Eager float32 training on a CPU (autocast, torch.compile and CUDA handle these costs themselves)."""
+def _eager_cpu_float32(h: Tensor) -> bool:
+    """Eager float32 on a CPU: where the hand-fused block paths apply (autocast, torch.compile and CUDA
+    handle these costs themselves)."""
     return (
-        torch.is_grad_enabled()
-        and h.device.type == "cpu"
+        h.device.type == "cpu"
         and h.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
     )
+
+
+def _in_place_applies(h: Tensor) -> bool:
+    """Eager float32 training on a CPU: the in-place autograd function."""
+    return torch.is_grad_enabled() and _eager_cpu_float32(h)
 
 
 def _inference_applies(h: Tensor) -> bool:
-    """Eager float32 evaluation without gradients on a CPU (renders, task loops): the bias and ReLU of the
-    inner layer are one in-place pass (``F.linear`` would first copy the bias into its output, then
-    ``relu_`` would read it all again: 9 % of a trained toy model's 128² render)."""
-    return (
-        not torch.is_grad_enabled()
-        and h.device.type == "cpu"
-        and h.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-    )
+    """Eager float32 evaluation without gradients on a CPU (renders, task loops): the inner layer's bias
+    and ReLU are one in-place pass (``F.linear`` would first copy the bias into its output, then ``relu_``
+    would read it all again). Bit-identical; 12-14 % faster on a (20000, 128) block alone, within noise
+    on a whole trained-toy render on a busy machine."""
+    return not torch.is_grad_enabled() and _eager_cpu_float32(h)
 
 
 class ResidualBlock(nn.Module):
