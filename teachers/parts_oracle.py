@@ -3,7 +3,10 @@
 Validation only, never a default. Its map of a view is the one-hot part labels of that exact (object,
 view) from the dataset's annotations (``parts/NNNNNN.png``), average-pooled to a real teacher's stride:
 each cell holds the fraction of its pixels that belong to each part (background included), so
-``feature_dim`` is the number of parts including background. Distilled through the field, its rendered
+``feature_dim`` is the number of parts including background. Like a real teacher it sees each image
+resized to ``input_size`` (160 by default, ``efficientnet_lite0``'s, so on 64-pixel toy views a cell spans
+3.2 image pixels as the real teacher's does; at the native 64 pixels a stride-8 cell spans 8 and the map
+itself transfers parts at ~55 % mIoU, a ceiling the field cannot pass). Distilled through the field, its rendered
 head (``featurenerf_v``) should transfer parts almost perfectly; when it does not, the distil → render →
 transfer chain has a bug, whatever the real teachers do.
 
@@ -34,17 +37,24 @@ class PartsOracle(Teacher):
     Args:
         num_parts: part labels including background (0); 5 for the toy cars and chairs. A label map with
             a larger label is refused in one line naming this option.
-        stride: image pixels per feature cell (8, like DINO ViT-S/8 or HED's conv4_3).
+        stride: input pixels per feature cell (8, like DINO ViT-S/8 or HED's conv4_3).
+        input_size: square side the label maps are resized to (nearest) before pooling, like a real
+            teacher's input; ``None`` keeps the image's size (rounded to the stride).
     """
 
     needs_annotations = True
 
-    def __init__(self, num_parts: int = 5, stride: int = 8) -> None:
+    def __init__(self, num_parts: int = 5, stride: int = 8, input_size: int | None = 160) -> None:
         super().__init__()
         if num_parts < 2 or stride < 1:
             raise ConfigError(f"parts_oracle needs num_parts >= 2 and stride >= 1, got {num_parts}, {stride}")
+        if input_size is not None and (input_size < stride or input_size % stride):
+            raise ConfigError(
+                f"parts_oracle input_size must be a multiple of stride {stride}, got {input_size}"
+            )
         self.num_parts = int(num_parts)
         self._stride = int(stride)
+        self._input_size = None if input_size is None else int(input_size)
 
     @property
     def feature_dim(self) -> int:
@@ -56,7 +66,7 @@ class PartsOracle(Teacher):
 
     @property
     def input_size(self) -> int | None:
-        return None  # any image size (rounded to a multiple of the stride)
+        return self._input_size
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -72,7 +82,7 @@ class PartsOracle(Teacher):
 
     @classmethod
     def describe(cls) -> TeacherInfo:
-        return TeacherInfo(5, 8, None, "ground-truth part maps (diagnostic oracle)")
+        return TeacherInfo(5, 8, 160, "ground-truth part maps (diagnostic oracle)")
 
     def cache_fields(self) -> dict[str, Any]:
         return {"num_parts": self.num_parts}

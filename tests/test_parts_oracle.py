@@ -15,6 +15,7 @@ from PIL import Image
 from featurenerf.data.annotations import load_part_map
 from featurenerf.data.feature_cache import CacheError, FeatureCache
 from featurenerf.data.srn import DataError, Intrinsics, ObjectRecord, list_objects
+from featurenerf.errors import ConfigError
 from featurenerf.teachers import TEACHERS, ViewSource, build_teacher
 
 
@@ -39,7 +40,7 @@ def test_soft_part_fractions_by_hand(tmp_path):
     labels[8:16, 0:16:2] = 3  # bottom cells: every other column part 3, the rest part 4
     labels[8:16, 1:16:2] = 4
     record = _object(tmp_path, labels)
-    oracle = build_teacher("parts_oracle", num_parts=5, stride=8)
+    oracle = build_teacher("parts_oracle", num_parts=5, stride=8, input_size=None)
     assert (oracle.feature_dim, oracle.stride) == (5, 8) and oracle.needs_annotations
     images = torch.rand(1, 3, 16, 16)
     got = oracle(images, source=ViewSource(record, (0,)))
@@ -53,6 +54,29 @@ def test_soft_part_fractions_by_hand(tmp_path):
     # With the object mask, cells less than half object are zeroed like every teacher's background.
     masked = oracle(images, mask=torch.from_numpy(labels > 0)[None], source=ViewSource(record, (0,)))
     torch.testing.assert_close(masked, want)  # every cell here is at least half object
+
+
+def test_input_size_sets_the_cell_size_like_a_real_teacher(tmp_path):
+    """At input_size 32 a 16-pixel view's labels are doubled (nearest) before the stride-8 pooling, so a
+    cell spans 4 image pixels: a 4x4 block of one part is exactly one pure cell."""
+    labels = np.zeros((16, 16), np.int64)
+    labels[0:4, 0:4] = 1
+    labels[4:8, 0:2] = 2  # half of the cell below
+    record = _object(tmp_path, labels)
+    oracle = build_teacher("parts_oracle", num_parts=5, stride=8, input_size=32)
+    assert oracle.output_size(16, 16) == (4, 4)
+    got = oracle(torch.rand(1, 3, 16, 16), source=ViewSource(record, (0,)))
+    assert got.shape == (1, 5, 4, 4)
+    assert got[0, 1, 0, 0] == 1.0 and got[0, :, 0, 0].sum() == 1.0
+    assert got[0, 2, 1, 0] == 0.5 and got[0, 0, 1, 0] == 0.5
+    assert got[0, 0, 2:, :].eq(1.0).all()
+    # The default is a real teacher's input (efficientnet_lite0's 160), so the cell is as fine as its.
+    default = build_teacher("parts_oracle")
+    assert default.output_size(64, 64) == build_teacher("efficientnet_lite0", weights=None).output_size(
+        64, 64
+    )
+    with pytest.raises(ConfigError, match="multiple of stride 8"):
+        build_teacher("parts_oracle", input_size=20)
 
 
 def test_refusals_are_one_line(tmp_path):
@@ -73,7 +97,7 @@ def test_listed_as_a_teacher_but_never_a_default():
 
     assert "parts_oracle" in TEACHERS.list()
     info = TEACHERS.get("parts_oracle").describe()
-    assert (info.feature_dim, info.stride, info.input_size) == (5, 8, None)
+    assert (info.feature_dim, info.stride, info.input_size) == (5, 8, 160)
     import inspect
 
     assert inspect.signature(FeatureNeRFData).parameters["teacher"].default != "parts_oracle"
@@ -83,7 +107,7 @@ def test_through_the_feature_cache(toy_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(toy_root, root)
     record = list_objects(root, "train")[0]
-    cache = FeatureCache(tmp_path / "cache", build_teacher("parts_oracle"), image_size=32)
+    cache = FeatureCache(tmp_path / "cache", build_teacher("parts_oracle", input_size=None), image_size=32)
     report = cache.ensure([record], progress=False)
     assert report.built == 1
     feats = cache.load(record, [0, 3])  # (2, 5, 4, 4) at 32 px, stride 8

@@ -14,7 +14,7 @@ def test_oracle_is_planned_once_for_the_first_category_and_seed(tmp_path: Path) 
     assert [(j.kind, j.category, j.seed) for j in oracle] == [("fit", "toy_cars", 0), ("eval", "toy_cars", 0)]
     fit, ev = oracle
     assert fit.argv[fit.argv.index("--data.teacher") + 1] == "parts_oracle"
-    assert ev.argv[ev.argv.index("--tasks.methods") + 1] == "[featurenerf, featurenerf_v]"
+    assert ev.argv[ev.argv.index("--tasks.methods") + 1] == "[featurenerf, featurenerf_v, teacher_2d]"
     tasks = ev.argv[ev.argv.index("--task") + 1 : ev.argv.index("--tasks.num_pairs")]
     assert tasks == ["part_seg_2d", "part_seg_3d"]
     # The distillation-free baselines and the 2D teacher are not recomputed for the oracle.

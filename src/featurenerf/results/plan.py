@@ -174,7 +174,8 @@ def eval_args(budget: Budget, variant: str) -> list[str]:
     """
     methods = {
         "featurenerf": "[featurenerf, featurenerf_v, teacher_2d, copy_input]",
-        ORACLE: "[featurenerf, featurenerf_v]",
+        # teacher_2d is the ground-truth map itself at the teacher's resolution: the 2D ceiling.
+        ORACLE: "[featurenerf, featurenerf_v, teacher_2d]",
     }.get(variant, "[featurenerf]")
     # The untrained model's novel views are not a baseline anyone needs (copy_input is the trivial one).
     tasks = [t for t in TASKS if variant != "untrained" or t != "novel_view"]

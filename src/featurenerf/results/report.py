@@ -307,6 +307,10 @@ def _category_section(
             "",
             *oracle_lines,
             "",
+            f"`{ORACLE}:teacher_2d` is the ground-truth part map itself at the teacher's resolution: the "
+            "most a field distilled from it can give in 2D. In 3D it describes a point by the part in front "
+            "of it in the input view, so hidden points take the visible side's part.",
+            "",
         ]
         for c in oracle_checks:
             lines.append(f"- {'met' if c['met'] else 'NOT met'}: {c['row']} >= {c['versus']}")
