@@ -211,7 +211,7 @@ def test_a_run_resumed_in_another_folder_overwrites_its_last_ckpt(toy_root, tmp_
     shutil.copytree(tmp_path / "a" / "r", tmp_path / "b" / "r")
     fit(tmp_path / "b", 3, "--ckpt_path", str(tmp_path / "b" / "r" / "checkpoints" / "last.ckpt"))
     saved = sorted(p.name for p in (tmp_path / "b" / "r" / "checkpoints").iterdir())
-    assert saved == ["last.ckpt"]
+    assert [n for n in saved if n.startswith("last")] == ["last.ckpt"]
     ckpt = torch.load(
         tmp_path / "b" / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
@@ -380,3 +380,24 @@ def test_the_writer_scan_sees_plain_and_atomic_writes(tmp_path, monkeypatch):
         ("probe.py", "plain", 4),
         ("probe.py", "plain", 5),
     ]
+
+
+def test_a_fit_without_validation_saves_at_every_epoch_end(toy_root, tmp_path, monkeypatch):
+    """With validation off (the results runner's fits) last.ckpt follows the epochs, so a fit killed
+    mid-way resumes from its last epoch instead of starting over."""
+    from featurenerf.module import FeatureNeRF
+
+    def crash_at_step_3(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise RuntimeError("killed at step 3")
+
+    monkeypatch.setattr(FeatureNeRF, "on_train_batch_start", crash_at_step_3, raising=False)
+    argv = [
+        *fit_args(toy_root, tmp_path)[: -len(CKPT_EVERY_STEP)],  # the config's own checkpointing only
+        "--trainer.limit_val_batches=0",
+        "--run_name=r",
+    ]
+    with pytest.raises(RuntimeError, match="killed at step 3"):
+        main(argv)
+    ckpt = _load(tmp_path / "r" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 2  # the end of the first epoch (2 steps per epoch)

@@ -283,6 +283,15 @@ class FeatureNeRFCLI(LightningCLI):
             # (a copied or moved run) would otherwise save `last-v1.ckpt` beside the old `last.ckpt`,
             # which `validate` and the results runner would then read.
             ckpt_cb._enable_version_counter = False
+            if (
+                sub == "fit"
+                and self.trainer.limit_val_batches == 0
+                and ckpt_cb._save_on_train_epoch_end is None
+            ):
+                # Checkpoints follow validation, and with `val_check_interval` in steps Lightning never
+                # saves at epoch ends: without validation (the results runner's fits) a fit saved only
+                # when it finished, so a killed one started over. Save at every epoch end instead.
+                ckpt_cb._save_on_train_epoch_end = True
         check_checkpoint_width(cfg.get("ckpt_path"), self.model, trust=cfg.get("weights_only") is False)
         tasks = expand_tasks(cfg.get("task"))
         if tasks:
