@@ -4,10 +4,10 @@ Validation only, never a default. Its map of a view is the one-hot part labels o
 view) from the dataset's annotations (``parts/NNNNNN.png``), average-pooled to a real teacher's stride:
 each cell holds the fraction of its pixels that belong to each part (background included), so
 ``feature_dim`` is the number of parts including background. Like a real teacher it sees each image
-resized to ``input_size`` (160 by default, ``efficientnet_lite0``'s, so on 64-pixel toy views a cell spans
+resized to ``input_size`` (by default ``efficientnet_lite0``'s 160, so on 64-pixel toy views a cell spans
 3.2 image pixels as the real teacher's does; at the native 64 pixels a stride-8 cell spans 8 and the map
-itself transfers parts at ~55 % mIoU, a ceiling the field cannot pass). Distilled through the field, its rendered
-head (``featurenerf_v``) should transfer parts almost perfectly; when it does not, the distil → render →
+itself transfers parts at ~55 % mIoU, a ceiling the field cannot pass). Distilled through the field, its
+rendered head (``featurenerf_v``) should transfer parts almost perfectly; when it does not, the distil → render →
 transfer chain has a bug, whatever the real teachers do.
 
 The features depend on the annotations, not on the pixels, so the teacher declares
@@ -28,6 +28,7 @@ from torch import Tensor
 from featurenerf.errors import ConfigError
 
 from .base import Teacher, TeacherInfo, ViewSource, register_teacher
+from .efficientnet import DEFAULT_INPUT_SIZE as REAL_TEACHER_INPUT_SIZE
 
 
 @register_teacher("parts_oracle")
@@ -44,7 +45,9 @@ class PartsOracle(Teacher):
 
     needs_annotations = True
 
-    def __init__(self, num_parts: int = 5, stride: int = 8, input_size: int | None = 160) -> None:
+    def __init__(
+        self, num_parts: int = 5, stride: int = 8, input_size: int | None = REAL_TEACHER_INPUT_SIZE
+    ) -> None:
         super().__init__()
         if num_parts < 2 or stride < 1:
             raise ConfigError(f"parts_oracle needs num_parts >= 2 and stride >= 1, got {num_parts}, {stride}")
@@ -82,7 +85,7 @@ class PartsOracle(Teacher):
 
     @classmethod
     def describe(cls) -> TeacherInfo:
-        return TeacherInfo(5, 8, 160, "ground-truth part maps (diagnostic oracle)")
+        return TeacherInfo(5, 8, REAL_TEACHER_INPUT_SIZE, "ground-truth part maps (diagnostic oracle)")
 
     def cache_fields(self) -> dict[str, Any]:
         return {"num_parts": self.num_parts}

@@ -33,8 +33,10 @@ CKPT_EVERY_STEP = [
 ]
 
 
-def fit_args(root: Path, runs: Path, *extra: str) -> list[str]:
-    """A tiny model on the toy set: 4 draws per epoch, 2 per batch, so 2 steps per epoch."""
+def fit_args(root: Path, runs: Path, *extra: str, every_step: bool = True) -> list[str]:
+    """A tiny model on the toy set: 4 draws per epoch, 2 per batch, so 2 steps per epoch.
+
+    ``every_step``: add a checkpoint per step (else the config's own checkpointing only)."""
     return [
         "fit",
         "--config",
@@ -57,7 +59,7 @@ def fit_args(root: Path, runs: Path, *extra: str) -> list[str]:
         "--model.n_fine=2",
         "--model.n_fine_depth=2",
         "--model.bbox_steps=4",  # the switch from box rays to full-image rays falls after the resume
-        *CKPT_EVERY_STEP,
+        *(CKPT_EVERY_STEP if every_step else []),
         *extra,
     ]
 
@@ -192,19 +194,11 @@ def test_a_run_resumed_in_another_folder_overwrites_its_last_ckpt(toy_root, tmp_
     the new step: validate reads last.ckpt."""
     import shutil
 
-    from featurenerf.cli import main
-
-    def fit(root: Path, steps: int, *extra: str) -> None:
-        argv = [
-            "fit", "--config", str(Path(__file__).resolve().parent.parent / "configs" / "toy_cars.yaml"),
-            "--data.root", str(toy_root), "--data.teacher", "null", "--data.image_size", "16",
-            "--data.rays_per_object", "8", "--data.batch_size", "2", "--data.num_workers", "0",
-            "--model.d_hidden", "16", "--model.encoder_layers", "2", "--model.n_coarse", "4",
-            "--model.n_fine", "2", "--model.n_fine_depth", "2", "--trainer.precision", "32-true",
-            "--trainer.max_steps", str(steps), "--trainer.max_time", "null", "--trainer.limit_val_batches", "0",
-            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(root), "--run_name", "r", *extra,
-        ]  # fmt: skip
+    def fit(runs: Path, steps: int, *extra: str) -> None:
+        argv = fit_args(
+            toy_root, runs, f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--run_name=r",
+            "--trainer.precision=32-true", *extra, every_step=False,
+        )  # fmt: skip
         assert main(argv) == 0
 
     fit(tmp_path / "a", 2)
@@ -212,10 +206,7 @@ def test_a_run_resumed_in_another_folder_overwrites_its_last_ckpt(toy_root, tmp_
     fit(tmp_path / "b", 3, "--ckpt_path", str(tmp_path / "b" / "r" / "checkpoints" / "last.ckpt"))
     saved = sorted(p.name for p in (tmp_path / "b" / "r" / "checkpoints").iterdir())
     assert [n for n in saved if n.startswith("last")] == ["last.ckpt"]
-    ckpt = torch.load(
-        tmp_path / "b" / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )
-    assert ckpt["global_step"] == 3
+    assert _load(tmp_path / "b" / "r" / "checkpoints" / "last.ckpt")["global_step"] == 3
 
 
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -392,11 +383,7 @@ def test_a_fit_without_validation_saves_at_every_epoch_end(toy_root, tmp_path, m
             raise RuntimeError("killed at step 3")
 
     monkeypatch.setattr(FeatureNeRF, "on_train_batch_start", crash_at_step_3, raising=False)
-    argv = [
-        *fit_args(toy_root, tmp_path)[: -len(CKPT_EVERY_STEP)],  # the config's own checkpointing only
-        "--trainer.limit_val_batches=0",
-        "--run_name=r",
-    ]
+    argv = fit_args(toy_root, tmp_path, "--trainer.limit_val_batches=0", "--run_name=r", every_step=False)
     with pytest.raises(RuntimeError, match="killed at step 3"):
         main(argv)
     ckpt = _load(tmp_path / "r" / "checkpoints" / "last.ckpt")
