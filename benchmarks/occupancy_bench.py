@@ -20,7 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from harness import median, timed
+from harness import median, timed, to_device
 from render_bench import ROWS, SampleCounter, psnr, render
 
 TARGETS = {
@@ -44,12 +44,15 @@ def _encode(net, item: dict):
 
 def exactness(net, data, resolutions: list[int]) -> dict:
     """Per resolution: PSNR change vs the exhaustive render and foreground feature cosine, over every
-    target view of ``data``; plus samples per ray (render only) and the grid's build cost."""
+    target view of ``data`` (moved to the net's device); plus samples per ray (render only) and the grid's
+    build cost."""
+    device = next(net.parameters()).device
     counter = SampleCounter(net)
     acc = {r: {"dpsnr": [], "cos_mean": [], "cos_min": [], "spr": [], "build_s": [], "points": [], "occ": []}
            for r in resolutions}  # fmt: skip
     exhaustive_spr = []
     for item in data:
+        item = to_device(item, device)
         cond = _encode(net, item)
         size = item["tgt_images"].shape[-1]
         grids = {}
@@ -184,13 +187,14 @@ def bench_occupancy(
     frames: int = 24,
     resolutions: tuple[int, ...] = (32, 64),
     repeats: int = 1,
+    device: str = "cpu",
 ) -> dict:
-    """All three parts on a trained checkpoint (see the module docstring)."""
+    """All three parts on a trained checkpoint (see the module docstring), the net on ``device``."""
     from featurenerf.api import background_name, load, training_image_size
     from featurenerf.data.datasets import NovelViews, ObjectViews
     from featurenerf.data.formats import list_objects_any
 
-    net = load(ckpt)
+    net = load(ckpt).to(device)
     native = training_image_size(ckpt) or 64
     records = list_objects_any(root, split)[:objects]
     if not records:
@@ -198,7 +202,7 @@ def bench_occupancy(
     data = NovelViews(records, ObjectViews(native, background_name(net), None), 1, views, seed=0)
     resolutions = list(resolutions)
     exact = exactness(net, data, resolutions)
-    item = next(iter(data))
+    item = to_device(next(iter(data)), device)
     cond = _encode(net, item)
     scale = size / native  # same camera at size²: intrinsics scale with the side
     pose, focal, c = item["tgt_poses"][0][None], item["focal"][None] * scale, item["c"][None] * scale
@@ -210,6 +214,10 @@ def bench_occupancy(
         "image_size": native,
         "render_size": size,
         "threads": torch.get_num_threads(),
+        "device": torch.device(device).type,
+        **(
+            {"device_name": torch.cuda.get_device_name(device)} if torch.device(device).type == "cuda" else {}
+        ),
         "stop_transmittance": net.stop_transmittance,
         "bound": repr(net.scene_bound),
         "exactness": exact,

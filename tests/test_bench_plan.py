@@ -52,11 +52,24 @@ def test_gpu_plan_skips_cpu_only_sections_unless_named(bench):
     run, _ = bench
     skipped, work = _plan(run, [], "cuda")
     assert set(skipped) == {"psnr", "occupancy", "cache", "scaling"}
-    assert list(work)[:3] == ["train toy (cuda)", "train srn_cars_x4rays (cuda)", "train srn_cars (cuda)"]
-    assert all(kw == {"device": "cuda"} for fn, _, kw in list(work.values())[:3])
-    assert work["train srn_cars (cuda)"][1][1][-2:] == ["fast_compile", "fast_graph"]  # compile rows last
+    assert list(work)[:4] == [
+        "train toy (cuda)",
+        "train srn_cars_x4rays (cuda)",
+        "train srn_cars (cuda)",
+        "train srn_cars_graph (cuda)",  # compile rows last, in their own section, beside naive and fast
+    ]
+    assert all(kw == {"device": "cuda"} for fn, _, kw in list(work.values())[:4])
+    assert "fast_graph" not in work["train srn_cars (cuda)"][1][1]
+    assert work["train srn_cars_graph (cuda)"][1][:2] == (
+        "srn_cars",
+        ["naive", "fast", "fast_graph", "fast_compile"],
+    )
+    assert "train srn_cars_graph (cuda)" not in _plan(run, ["--no-compile"], "cuda")[1]
     skipped, work = _plan(run, ["--sections", "cache"], "cuda")
     assert not skipped and list(work) == ["cache"]
+    # named, the occupancy section renders the trained checkpoint on the GPU
+    _, work = _plan(run, ["--sections", "occupancy", "--toy-ckpt", "x.ckpt"], "cuda")
+    assert work["occupancy"][1] == ("x.ckpt", None, 1, "cuda")
 
 
 def test_compile_rows_build_their_own_module_once(bench):

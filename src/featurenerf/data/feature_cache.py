@@ -231,7 +231,8 @@ class FeatureCache:
         path = self.path_for(record)
         meta, shape = self._header(path)
         self._validate(path, record, meta, shape)
-        return torch.from_numpy(self._read(path, meta, views).astype(np.float32))
+        # float16 -> float32 in torch (exact either way): about 2x faster than numpy's astype here.
+        return torch.from_numpy(self._read(path, meta, views)).float()
 
     # ------------------------------------------------------------------ building
     def ensure(self, records: Sequence[ObjectRecord], progress: bool = True) -> CacheReport:
