@@ -24,9 +24,9 @@ def fit_pca(features: Tensor, k: int = 3) -> tuple[Tensor, Tensor, Tensor, Tenso
     _, _, v = (
         torch.pca_lowrank(xc, q=k_eff, center=False)
         if xc.shape[0] > 1
-        else (None, None, torch.eye(xc.shape[1])[:, :k_eff])
+        else (None, None, torch.eye(xc.shape[1], device=x.device)[:, :k_eff])
     )
-    comps = torch.zeros(x.shape[1], k)
+    comps = x.new_zeros(x.shape[1], k)  # on the features' device (validation pictures of a GPU fit)
     comps[:, :k_eff] = v[:, :k_eff]
     proj = xc @ comps
     lo = torch.quantile(proj, 0.01, dim=0)
