@@ -166,7 +166,7 @@ def orbit_times(
             "grid_built": built(net, r, frames * size**2),
         }
     naive_frames.append(
-        timed(lambda: render(net, ROWS["naive"], cond, poses[frames // 2][None], focal, c, size))
+        timed(lambda: render(net, ROWS["naive"], cond, poses[frames // 2][None].to(pose), focal, c, size))
     )
     frame = sum(naive_frames) / len(naive_frames)
     out["naive"] = {"frame_s_all": naive_frames, "orbit_s": frames * frame, "extrapolated": True}
