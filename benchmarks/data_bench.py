@@ -141,7 +141,7 @@ def wait_vs_step(dm, config: str, batches: int, warmup: int = 2, device: str = "
             waits.append(t1 - t0)
             steps.append(t2 - t1)
     return {
-        "num_workers": dm.num_workers,
+        "num_workers": dm.workers,
         "device": dev.type,
         "pin_memory": dm._pin_memory(),
         "wait_s": median(waits),
@@ -164,6 +164,10 @@ def bench_data(
     """Both measurements; ``workers`` defaults to the config's ``num_workers``; the teacher cache is
     built in ``cache_dir`` (kept) or in a temporary folder; the steps of ``wait`` run on ``device``."""
     workers = load_config(config)["data"].get("num_workers", 0) if workers is None else workers
+    if workers == "auto":  # what a trainer on `device` would start
+        from featurenerf.data.workers import auto_workers, usable_cpus
+
+        workers = auto_workers(device, usable_cpus())
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
             cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="featurenerf-data-bench-"))

@@ -241,7 +241,7 @@ class TaskSuite:
                     batch_size=1,
                     sampler=ShardSampler(len(items)),
                     collate_fn=single_item,
-                    num_workers=getattr(dm, "num_workers", 0),
+                    num_workers=getattr(dm, "workers", 0),
                 )
             )
         return loaders

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -60,7 +61,8 @@ class FeatureNeRFData(L.LightningDataModule):
         val_split: split evaluated as unseen objects ("val" or "test").
         val_objects: how many held-out objects validation renders (``None``: all).
         val_views: novel views rendered per held-out object.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers, or ``"auto"``: up to 8 per process on a GPU (a GPU step is faster than
+            one worker makes a batch), 1 on a CPU with two or more cores (see :mod:`featurenerf.data.workers`).
         image_cache_mb: decoded images kept in memory per process (MB; 0: decode every time). A step reads
             up to every view of its objects, so decoding dominated the data time without it.
         seed: seed of ray/view sampling (independent of the trainer's seed).
@@ -84,7 +86,7 @@ class FeatureNeRFData(L.LightningDataModule):
         val_split: str = "val",
         val_objects: PositiveInt | None = 8,
         val_views: PositiveInt = 2,
-        num_workers: NonNegativeInt = 0,
+        num_workers: NonNegativeInt | Literal["auto"] = 0,
         image_cache_mb: NonNegativeInt = 1024,
         seed: int = 0,
         skip_invalid: bool = False,
@@ -249,11 +251,28 @@ class FeatureNeRFData(L.LightningDataModule):
             self.train_set,
             batch_size=self.batch_size,
             sampler=DrawSampler(per_epoch, self._consumed_draws, rank, world),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=self.workers,
+            persistent_workers=self.workers > 0,
             drop_last=True,
             pin_memory=self._pin_memory(),
         )
+
+    @property
+    def workers(self) -> int:
+        """``num_workers`` as a count: ``"auto"`` is resolved for the trainer's device (and said once)."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        from featurenerf.data.workers import auto_workers, usable_cpus
+
+        trainer = self.trainer
+        device = trainer.strategy.root_device.type if trainer is not None else "cpu"
+        local = getattr(trainer, "num_devices", 1) if trainer is not None and device == "cuda" else 1
+        cpus = usable_cpus()
+        n = auto_workers(device, cpus, local)
+        if getattr(self, "_said_workers", None) != n and (trainer is None or trainer.global_rank == 0):
+            self._said_workers = n
+            print(f"data.num_workers auto: {n} ({device} trainer, {cpus} CPUs)", file=sys.stderr)
+        return n
 
     def _pin_memory(self) -> bool:
         """Page-locked batches when training on CUDA: Lightning then copies them to the GPU without
@@ -272,5 +291,5 @@ class FeatureNeRFData(L.LightningDataModule):
         return batches * self.batch_size * trainer.world_size
 
     def val_dataloader(self) -> list[DataLoader]:
-        loaders = [DataLoader(self.val_set, batch_size=1, num_workers=self.num_workers)]
+        loaders = [DataLoader(self.val_set, batch_size=1, num_workers=self.workers)]
         return loaders + list(self.extra_val_loaders)
