@@ -55,6 +55,9 @@ def test_auto_is_resolved_for_the_trainer_device_and_said(toy_root, monkeypatch,
     dm.trainer = _trainer("cuda", devices=2)
     assert dm.train_dataloader().num_workers == 7  # 16 CPUs / 2 ranks, one left for each rank
     assert "data.num_workers auto: 7 (cuda trainer, 16 CPUs)" in capsys.readouterr().err
+    dm.trainer = None
+    assert dm.train_dataloader().num_workers == 1
+    assert "(no trainer attached: as on a CPU, 16 CPUs)" in capsys.readouterr().err
     fixed = FeatureNeRFData(root=str(toy_root), teacher=None, image_size=16, num_workers=3)
     fixed.setup("fit")
     fixed.trainer = _trainer("cuda")

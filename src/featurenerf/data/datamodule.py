@@ -271,7 +271,8 @@ class FeatureNeRFData(L.LightningDataModule):
         n = auto_workers(device, cpus, local)
         if getattr(self, "_said_workers", None) != n and (trainer is None or trainer.global_rank == 0):
             self._said_workers = n
-            print(f"data.num_workers auto: {n} ({device} trainer, {cpus} CPUs)", file=sys.stderr)
+            where = f"{device} trainer" if trainer is not None else "no trainer attached: as on a CPU"
+            print(f"data.num_workers auto: {n} ({where}, {cpus} CPUs)", file=sys.stderr)
         return n
 
     def _pin_memory(self) -> bool:
