@@ -78,3 +78,22 @@ def test_toy_configs_ask_for_auto_and_it_parses(capsys):
     assert rc in (0, None) and "num_workers: auto" in capsys.readouterr().out
     rc = run_lightning("fit", ["--config", "configs/toy_cars.yaml", "--data.num_workers", "seven"])
     assert rc != 0 and "data.num_workers" in capsys.readouterr().err
+
+
+def test_task_loaders_count_workers_for_the_trainer(toy_root, tmp_path, monkeypatch, capsys):
+    """`validate --task` builds its task loaders before Lightning attaches the datamodule: `auto` must still
+    see the trainer (on a GPU it would otherwise give the task loaders a CPU's single worker)."""
+    from test_tasks_e2e import save_checkpoint, write_config
+
+    from featurenerf.cli import main
+    from featurenerf.data import workers
+
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 1)  # auto: 0 workers, no processes in the test
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", feature_dim=0)
+    config = write_config(tmp_path / "config.yaml", toy_root, tmp_path / "runs")
+    args = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--task", "part_seg_3d"]
+    args += ["--tasks.num_pairs", "1", "--tasks.split", "train", "--data.num_workers", "auto"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "data.num_workers auto: 0 (cpu trainer, 1 CPUs)" in err
+    assert "no trainer attached" not in err

@@ -301,6 +301,9 @@ class FeatureNeRFCLI(LightningCLI):
             self.model.tasks = TaskSuite(
                 tasks, datamodule=self.datamodule, out_dir=self.run_dir / "tasks", **options
             )
+            # The task loaders are built before Lightning attaches the datamodule to the trainer: attach
+            # it now, as Lightning will, so `num_workers: auto` counts the workers for the trainer's device.
+            self.datamodule.trainer = self.trainer
             self.datamodule.extra_val_loaders = self.model.tasks.dataloaders()
 
 
