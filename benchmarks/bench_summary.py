@@ -12,6 +12,11 @@ TARGETS = {
     "render_ratio_vs_naive": "≤ 0.3",
     "psnr_delta_db": "≤ 0.05",
     "cache_ratio": "≤ 0.3",
+    # GPU targets (issue 14): judged only on rows measured on a CUDA device.
+    "gpu_graph_vs_fast": "≤ 0.5",
+    "gpu_fast_vs_naive": "≤ 0.5",
+    "gpu_bf16_vs_fp32_x4rays": "≤ 0.55",
+    "gpu_data_wait_fraction": "≤ 0.05",
 }
 
 
@@ -60,6 +65,13 @@ def summary(r: dict) -> dict:
         s["cache_ratio"] = r["cache"]["ratio_cached_vs_on_the_fly"]
     if "scaling" in r:
         s["scaling"] = {"rays_fit": r["scaling"]["rays_fit"], "views_ratio": r["scaling"]["views_ratio"]}
+    wait = (r.get("data") or {}).get("wait")
+    if wait:
+        s["data_wait"] = {
+            "device": wait.get("device", "cpu"),
+            "num_workers": wait["num_workers"],
+            "wait_fraction_of_step": wait["wait_fraction_of_step"],
+        }
     return s
 
 

@@ -39,6 +39,7 @@ def markdown(r: dict) -> str:
     lines += trained_render_block(r.get("psnr"))
     lines += occupancy_bench.markdown(r.get("occupancy"))
     lines += cache_block(r.get("cache"))
+    lines += data_block(r.get("data"))
     lines += scaling_block(r.get("scaling"))
     if r.get("skipped"):
         lines += ["## Skipped sections", ""] + [f"- {k}: {v}" for k, v in r["skipped"].items()] + [""]
@@ -245,6 +246,24 @@ def cache_block(cache: dict | None) -> list[str]:
     ]
 
 
+def data_block(d: dict | None) -> list[str]:
+    """Data loading against the step: the in-process breakdown and the wait with the loader's workers."""
+    if not d or "wait" not in d:
+        return []
+    b, w = d["breakdown_num_workers_0"], d["wait"]
+    return [
+        "## Data loading",
+        "",
+        f"Toy config, teacher {d['teacher']}: one batch made in one process takes {_f(b['batch_s'], 3)} s "
+        f"(image decoding {_f(b['decode_s'], 3)}, teacher cache {_f(b['teacher_cache_s'], 3)}, rays and "
+        f"collation {_f(b['rays_and_collate_s'], 3)}). With {w['num_workers']} loader worker(s) feeding "
+        f"`fast` steps on {w.get('device', 'cpu')}: wait {_f(w['wait_s'], 4)} s per step of "
+        f"{_f(w['step_s'], 4)} s → **{_f(w['wait_fraction_of_step'], 3)}** of the step"
+        + (f" (target {TARGETS['gpu_data_wait_fraction']} on a GPU)." if w.get("device") == "cuda" else "."),
+        "",
+    ]
+
+
 def scaling_block(sc: dict | None) -> list[str]:
     """Step time vs rays per batch (with its least-squares line) and vs source views."""
     if not sc:
@@ -358,11 +377,58 @@ def headlines(r: dict) -> list[str]:
                 TARGETS["cache_ratio"],
             )
         )
+    rows += gpu_headlines(s)
     if not rows:
         return []
     out = ["## Headlines", "", "| figure | measured | target |", "|---|---|---|"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return out + [""]
+
+
+def gpu_headlines(s: dict) -> list[tuple[str, str, str]]:
+    """The GPU targets: whole-step graph ÷ fp32 ``fast``, ``fast`` ÷ ``naive`` at the paper batch, bf16 ÷ fp32
+    at 4× rays, and the data wait on the GPU (rows that were not measured are left out)."""
+    rows = []
+    configs = (s.get("gpu") or {}).get("configs", {})
+    for cfg, e in configs.items():
+        if "graph_vs_fast" in e:
+            kernel = e.get("kernel_fraction", {}).get("fast_graph")
+            rows.append(
+                (
+                    f"GPU whole-step graph ÷ fp32 `fast` step, same run ({cfg}; kernel ÷ wall {_f(kernel)})",
+                    _f(e["graph_vs_fast"], 3),
+                    TARGETS["gpu_graph_vs_fast"],
+                )
+            )
+    paper = configs.get("srn_cars") or {}
+    if "fast_vs_naive" in paper:
+        rows.append(
+            (
+                "GPU `fast` step ÷ `naive` (srn_cars, paper batch)",
+                _f(paper["fast_vs_naive"], 3),
+                TARGETS["gpu_fast_vs_naive"],
+            )
+        )
+    wide = configs.get("srn_cars_x4rays") or {}
+    if "bf16_vs_fp32" in wide:
+        rows.append(
+            (
+                "GPU bf16 step ÷ fp32 step (srn_cars, 4× rays)",
+                _f(wide["bf16_vs_fp32"], 3),
+                TARGETS["gpu_bf16_vs_fp32_x4rays"],
+            )
+        )
+    wait = s.get("data_wait")
+    if wait:
+        on_gpu = wait["device"] == "cuda"
+        rows.append(
+            (
+                f"data wait ÷ step (toy, {wait['num_workers']} loader workers, {wait['device']})",
+                _f(wait["wait_fraction_of_step"], 3),
+                TARGETS["gpu_data_wait_fraction"] if on_gpu else "",
+            )
+        )
+    return rows
 
 
 def train_headlines(r: dict, cfg: str, t: dict) -> list[tuple[str, str, str]]:

@@ -9,7 +9,8 @@ render time, untrained weights), ``psnr`` (render time and PSNR cost of skipping
 trained toy checkpoint: ``--toy-ckpt``/``--toy-data``, else the latest ``make demo`` run), ``occupancy``
 (the occupancy grid on that checkpoint: exactness, samples per ray, build cost, a 128² render and a
 24-frame orbit against pixelNeRF's way), ``cache``
-(teacher cache vs on-the-fly epoch time), ``scaling`` (step time vs rays per batch and source views).
+(teacher cache vs on-the-fly epoch time), ``data`` (time the training step waits for the next batch, with
+the toy config's loader workers, on ``--device``), ``scaling`` (step time vs rays per batch and source views).
 Every ratio compares rows measured in the same process, interleaved; times are medians over repeats.
 
 ``--device cuda`` (what ``auto`` picks when ``torch.cuda.is_available()``) runs the ``train`` section on the
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("train", "render", "psnr", "occupancy", "cache", "scaling")
+SECTIONS = ("train", "render", "psnr", "occupancy", "cache", "data", "scaling")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -216,6 +217,8 @@ def section_plan(args: argparse.Namespace, device: str, sections: tuple[str, ...
         plan.append(("occupancy", Store("occupancy", compute=grid)))
     if "cache" in sections:
         plan.append(("cache", Store("cache", compute=partial(teacher_cache, args.repeats or 2))))
+    if "data" in sections:
+        plan.append(("data", Store("data", compute=partial(data_wait, device, args.quick))))
     if "scaling" in sections:
         import train_step
 
@@ -346,6 +349,28 @@ def teacher_cache(repeats: int) -> dict:
             repeats=repeats,
             rays_per_object=d["rays_per_object"],
             batch_size=d["batch_size"],
+        )
+
+
+def data_wait(device: str, quick: bool) -> dict:
+    """Data loading against the training step (:mod:`data_bench`) on a small generated toy dataset, with the
+    toy config's teacher and loader workers (``auto`` resolved for ``device``); the steps run on ``device``."""
+    import data_bench
+    import harness
+
+    from featurenerf.data.synth import generate_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_dataset(
+            "toycar", Path(tmp) / "data", objects=8, views=10, size=64, seed=0, progress=False
+        )
+        return data_bench.bench_data(
+            str(root),
+            "toy",
+            harness.load_config("toy")["teacher"],
+            batches=3 if quick else 24,
+            cache_dir=str(Path(tmp) / "cache"),
+            device=device,
         )
 
 

@@ -42,6 +42,7 @@ def test_cpu_plans_quick_and_full(bench):
         "psnr",
         "occupancy",
         "cache",
+        "data",
         "scaling",
     ]
     assert full["train srn_cars"][1] == ("srn_cars", ["naive", "reuse", "fast", "fast_bf16"], 3)
@@ -106,6 +107,58 @@ def test_gpu_summary_reports_the_graph_row_against_its_targets(bench, monkeypatc
     text = "\n".join(report.gpu_block(r))
     assert "whole-step graph ÷ today's fp32 `fast` step **0.400** (target ≤ 0.5)" in text
     assert "fast_graph 0.90" in text
+
+
+def test_gpu_headlines_judge_the_gpu_targets(bench):
+    """The issue's GPU targets appear as headline rows with their targets, from the rows they compare."""
+    import bench_summary
+    import report
+
+    row = lambda s, **kw: {"step_s": s, "steps_per_s": 1 / s, "matmul_fraction": 0.1, **kw}  # noqa: E731
+    sizes = {"objects": 4, "rays_per_object": 128}
+    paper = {"naive": row(0.061), "fast": row(0.049), "fast_bf16": row(0.040)}
+    graph = {"naive": row(0.064), "fast": row(0.0576), "fast_graph": row(0.0295, kernel_fraction=0.86)}
+    wide = {"naive": row(0.205), "fast": row(0.106), "fast_bf16": row(0.0447)}
+    r = {
+        "train_step": {
+            name: {"device": "cuda", "rows": rows, "sizes": sizes}
+            for name, rows in (("srn_cars", paper), ("srn_cars_graph", graph), ("srn_cars_x4rays", wide))
+        },
+        "data": {"wait": {"device": "cuda", "num_workers": 8, "wait_fraction_of_step": 0.005}},
+    }
+    s = {"train_step": {}, "gpu": bench_summary.gpu_summary(r), "data_wait": None}
+    s["data_wait"] = bench_summary.summary({"data": r["data"]})["data_wait"]
+    rows = {a: (b, c) for a, b, c in report.gpu_headlines(s)}
+    assert rows["GPU whole-step graph ÷ fp32 `fast` step, same run (srn_cars_graph; kernel ÷ wall 0.86)"] == (
+        "0.512",
+        "≤ 0.5",
+    )
+    assert rows["GPU `fast` step ÷ `naive` (srn_cars, paper batch)"] == ("0.803", "≤ 0.5")
+    assert rows["GPU bf16 step ÷ fp32 step (srn_cars, 4× rays)"] == ("0.422", "≤ 0.55")
+    assert rows["data wait ÷ step (toy, 8 loader workers, cuda)"] == ("0.005", "≤ 0.05")
+    cpu = bench_summary.summary(
+        {"data": {"wait": {"device": "cpu", "num_workers": 1, "wait_fraction_of_step": 0.01}}}
+    )
+    assert report.gpu_headlines(cpu) == [("data wait ÷ step (toy, 1 loader workers, cpu)", "0.010", "")]
+
+
+def test_data_section_measures_the_toy_loader(bench, monkeypatch):
+    """``make bench``'s data section: the toy loader with its `auto` workers against real steps, in JSON and
+    the table (quick: 3 batches on a tiny generated dataset, no teacher to keep it fast)."""
+    run, _ = bench
+    import harness
+    import report
+
+    real = harness.load_config
+    monkeypatch.setattr(harness, "load_config", lambda name: {**real(name), "teacher": None})
+    from featurenerf.data import workers
+
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 1)  # auto -> 0 workers: no processes in the test
+    d = run.data_wait("cpu", quick=True)
+    assert d["wait"]["num_workers"] == 0 and d["wait"]["device"] == "cpu" and d["wait"]["step_s"] > 0
+    assert d["breakdown_num_workers_0"]["batches"] == 3
+    text = "\n".join(report.data_block(d))
+    assert "## Data loading" in text and "With 0 loader worker(s) feeding `fast` steps on cpu" in text
 
 
 def test_compile_guard_records_a_compile_row_and_raises_for_others(bench):
