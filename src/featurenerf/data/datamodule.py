@@ -116,6 +116,7 @@ class FeatureNeRFData(L.LightningDataModule):
         self._cache = None
         self._records: dict[str, list[ObjectRecord]] = {}
         self.extra_val_loaders: list = []  # task loaders appended by the module (dataloader_idx >= 1)
+        self._said_workers: int | None = None  # the `num_workers: auto` count last printed
 
     # ------------------------------------------------------------------ teacher
     @property
@@ -269,7 +270,7 @@ class FeatureNeRFData(L.LightningDataModule):
         local = getattr(trainer, "num_devices", 1) if trainer is not None and device == "cuda" else 1
         cpus = usable_cpus()
         n = auto_workers(device, cpus, local)
-        if getattr(self, "_said_workers", None) != n and (trainer is None or trainer.global_rank == 0):
+        if self._said_workers != n and (trainer is None or trainer.global_rank == 0):
             self._said_workers = n
             where = f"{device} trainer" if trainer is not None else "no trainer attached: as on a CPU"
             print(f"data.num_workers auto: {n} ({where}, {cpus} CPUs)", file=sys.stderr)
