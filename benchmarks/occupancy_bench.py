@@ -194,7 +194,8 @@ def bench_occupancy(
     from featurenerf.data.datasets import NovelViews, ObjectViews
     from featurenerf.data.formats import list_objects_any
 
-    net = load(ckpt).to(device)
+    net_device = torch.device(device)
+    net = load(ckpt).to(net_device)
     native = training_image_size(ckpt) or 64
     records = list_objects_any(root, split)[:objects]
     if not records:
@@ -214,10 +215,8 @@ def bench_occupancy(
         "image_size": native,
         "render_size": size,
         "threads": torch.get_num_threads(),
-        "device": torch.device(device).type,
-        **(
-            {"device_name": torch.cuda.get_device_name(device)} if torch.device(device).type == "cuda" else {}
-        ),
+        "device": net_device.type,
+        **({"device_name": torch.cuda.get_device_name(net_device)} if net_device.type == "cuda" else {}),
         "stop_transmittance": net.stop_transmittance,
         "bound": repr(net.scene_bound),
         "exactness": exact,

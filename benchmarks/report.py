@@ -400,24 +400,24 @@ def gpu_headlines(s: dict) -> list[tuple[str, str, str]]:
                     TARGETS["gpu_graph_vs_fast"],
                 )
             )
-    paper = configs.get("srn_cars") or {}
-    if "fast_vs_naive" in paper:
-        rows.append(
-            (
-                "GPU `fast` step ÷ `naive` (srn_cars, paper batch)",
-                _f(paper["fast_vs_naive"], 3),
-                TARGETS["gpu_fast_vs_naive"],
-            )
-        )
-    wide = configs.get("srn_cars_x4rays") or {}
-    if "bf16_vs_fp32" in wide:
-        rows.append(
-            (
-                "GPU bf16 step ÷ fp32 step (srn_cars, 4× rays)",
-                _f(wide["bf16_vs_fp32"], 3),
-                TARGETS["gpu_bf16_vs_fp32_x4rays"],
-            )
-        )
+    ratios = (  # (config, ratio, label, target key)
+        (
+            "srn_cars",
+            "fast_vs_naive",
+            "GPU `fast` step ÷ `naive` (srn_cars, paper batch)",
+            "gpu_fast_vs_naive",
+        ),
+        (
+            "srn_cars_x4rays",
+            "bf16_vs_fp32",
+            "GPU bf16 step ÷ fp32 step (srn_cars, 4× rays)",
+            "gpu_bf16_vs_fp32_x4rays",
+        ),
+    )
+    for cfg, ratio, label, target in ratios:
+        value = (configs.get(cfg) or {}).get(ratio)
+        if value is not None:
+            rows.append((label, _f(value, 3), TARGETS[target]))
     wait = s.get("data_wait")
     if wait:
         on_gpu = wait["device"] == "cuda"

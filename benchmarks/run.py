@@ -328,17 +328,20 @@ def trained_toy_occupancy(ckpt: str | None, data: str | None, repeats: int, devi
     )
 
 
+def small_toy_dataset(folder: Path) -> Path:
+    """8 toy cars x 10 views at 64 px generated under ``folder``: the data of the cache and data sections."""
+    from featurenerf.data.synth import generate_dataset
+
+    return generate_dataset("toycar", folder / "data", objects=8, views=10, size=64, seed=0, progress=False)
+
+
 def teacher_cache(repeats: int) -> dict:
     """Teacher cache vs on-the-fly epoch time on a small generated toy dataset."""
     import cache_bench
     import harness
 
-    from featurenerf.data.synth import generate_dataset
-
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_dataset(
-            "toycar", Path(tmp) / "data", objects=8, views=10, size=64, seed=0, progress=False
-        )
+        root = small_toy_dataset(Path(tmp))
         cfg = harness.load_config("toy")
         d = cfg["data"]
         return cache_bench.bench_cache(
@@ -358,12 +361,8 @@ def data_wait(device: str, quick: bool) -> dict:
     import data_bench
     import harness
 
-    from featurenerf.data.synth import generate_dataset
-
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_dataset(
-            "toycar", Path(tmp) / "data", objects=8, views=10, size=64, seed=0, progress=False
-        )
+        root = small_toy_dataset(Path(tmp))
         return data_bench.bench_data(
             str(root),
             "toy",
