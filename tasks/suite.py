@@ -406,13 +406,14 @@ def trained_steps(module) -> int:
 
 
 def format_value(metric: str, value: float | None) -> str:
-    """mIoU / PCK as percentages, PSNR in dB, SSIM as a fraction; missing values as a dash."""
+    """mIoU / PCK / acc as percentages, PSNR in dB, SSIM and R² as fractions, distances (err, drift) in
+    world units; missing values as a dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     name = metric.rsplit("/", 1)[-1]
     if name.startswith("PSNR"):
         return f"{value:.2f}"
-    if name.startswith("SSIM"):
+    if name.startswith(("SSIM", "R2", "err", "drift")):
         return f"{value:.3f}"
     return f"{100 * value:.1f}"
 

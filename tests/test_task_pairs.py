@@ -146,7 +146,7 @@ def test_task_option_parsing_expands_groups_to_registered_tasks():
         "part_seg_3d",
     ]
     assert expand_tasks(None) == []
-    every = expand_tasks(["part_seg", "keypoints", "novel_view"])
+    every = expand_tasks(["part_seg", "keypoints", "novel_view", "canonical_coords"])
     assert sorted(every) == TASKS.list()
 
 

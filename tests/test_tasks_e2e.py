@@ -308,11 +308,10 @@ def test_every_task_and_method_in_one_table(toy_root, tmp_path):
     )
     assert set(results) == set(TASKS.list())
     for name, per_method in results.items():
-        want = (
-            {"featurenerf", "pixelnerf", "copy_input"}
-            if name == "novel_view"
-            else {"featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf"}
-        )
+        want = {
+            "novel_view": {"featurenerf", "pixelnerf", "copy_input"},
+            "canonical_coords": {"featurenerf", "pixelnerf"},
+        }.get(name, {"featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf"})
         assert set(per_method) == want
         for metrics in per_method.values():
             assert all(v is not None for v in metrics.values())
