@@ -183,3 +183,26 @@ def test_non_finite_loss_skips_the_step_and_is_counted():
     out = model.training_step({**batch, "rays": {"bbox": rays, "full": rays}}, 0)
     assert out is None
     assert int(model.skipped_steps) == 1
+
+
+def test_global_feature_gives_every_point_the_views_mean_code():
+    """``global_feature``: every cell of the encoder map also carries the view's mean code, and the
+    field reads it (the MLP's injections are twice as wide and the output moves with that half)."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    net = FeatureNeRFNet(feature_dim=2, global_feature=True, **TINY).eval()
+    plain = FeatureNeRFNet(feature_dim=2, **TINY)
+    assert net.mlp.lin_z[0].in_features == 2 * plain.mlp.lin_z[0].in_features
+    pose, focal, c = torch.eye(4), torch.tensor([[32.0, 32.0]]), torch.tensor([[16.0, 16.0]])
+    pose[2, 3] = -1.5
+    cond = net.encode(torch.rand(1, 1, 3, 32, 32), pose[None, None], focal, c)
+    local, mean = cond.features[0, 0].chunk(2)
+    assert torch.allclose(mean, local.mean((-2, -1), keepdim=True).expand_as(local))
+    feats = cond.features.clone()
+    feats[:, :, local.shape[0] :] = 0  # the same local codes without the view's mean
+    xyz = torch.tensor([[[0.0, 0.0, 0.0], [0.1, -0.1, 0.05]]])
+    with torch.no_grad():
+        full = net.query(cond, xyz)["hidden"]
+        no_mean = net.query(dataclasses.replace(cond, features=feats), xyz)["hidden"]
+    assert not torch.allclose(full, no_mean)

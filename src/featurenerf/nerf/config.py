@@ -37,6 +37,8 @@ class NetConfig:
             gives 192).
         encoder_weights: None for the encoder's default initialisation (ResNet-34 random,
             EfficientNet-Lite0 ImageNet), a local state dict of its layout, or ``random``.
+        global_feature: append the encoder map's spatial mean to every cell (pixelNeRF's optional global
+            image code, off in the paper): each point also sees the whole view, e.g. the object's pose.
         d_hidden: MLP width.
         n_blocks: residual blocks of the MLP.
         n_inject: blocks that receive the image feature.
@@ -66,6 +68,7 @@ class NetConfig:
     encoder: EncoderName = "resnet34"
     encoder_layers: EncoderLayers = 4
     encoder_weights: str | None = None
+    global_feature: bool = False
     d_hidden: PositiveInt = 512
     n_blocks: PositiveInt = 5
     n_inject: NonNegativeInt = 3

@@ -104,7 +104,7 @@ class FeatureNeRFNet(nn.Module):
         d_in = self.posenc.d_out + (3 if config.use_viewdirs else 0)
         self.mlp = ResnetMLP(
             d_in=d_in,
-            d_latent=self.encoder.out_channels,
+            d_latent=self.encoder.out_channels * (2 if config.global_feature else 1),
             d_hidden=config.d_hidden,
             d_out=self.layout.width,
             n_blocks=config.n_blocks,
@@ -162,6 +162,10 @@ class FeatureNeRFNet(nn.Module):
         """
         b, v, _, h, w = images.shape
         feats = self.encoder(rearrange(images, "b v c h w -> (b v) c h w"))
+        if self.config.global_feature:
+            # The view's mean code beside each cell's own: a point sees the whole image, not only its
+            # neighbourhood (pixelNeRF's global encoder option).
+            feats = torch.cat([feats, feats.mean((-2, -1), keepdim=True).expand_as(feats)], dim=1)
         feats = rearrange(feats, "(b v) c h w -> b v c h w", b=b)
         return Conditioning(feats, poses, per_view(focal, v), per_view(c, v), (h, w))
 
