@@ -66,3 +66,21 @@ def test_variants_choose_the_fits_and_an_unknown_one_is_refused(tmp_path: Path) 
         Budget(variants=("featurenerf_mystery",))
     with pytest.raises(SystemExit):
         main(["--variants", "featurenerf_mystery", "--dry-run"])
+
+
+def test_variants_trained_with_l_coord_also_measure_the_coordinate_head(tmp_path: Path) -> None:
+    """``canonical_coords`` is evaluated for featurenerf and featurenerf_pointwise only; the other
+    evaluations keep the task list (and so the done-spec) they always had, so a finished study re-runs
+    only the evaluations that gain the task."""
+    from featurenerf.results.plan import TASKS
+
+    variants = ("featurenerf", "featurenerf_nocoord", "pixelnerf", "featurenerf_pointwise")
+    jobs = make_plan(
+        [CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0,), pairs=3, variants=variants), tmp_path
+    )
+    evals = {j.variant: j for j in jobs if j.kind == "eval"}
+    for variant, job in evals.items():
+        tasks = job.argv[job.argv.index("--task") + 1 : job.argv.index("--tasks.num_pairs")]
+        assert ("canonical_coords" in tasks) == (variant in ("featurenerf", "featurenerf_pointwise")), variant
+        assert job.spec["tasks"] == (tasks if variant != "untrained" else list(TASKS)), variant
+    assert evals["pixelnerf"].spec == {"pairs": 3, "pair_seed": 0, "tasks": list(TASKS)}

@@ -133,6 +133,8 @@ def test_results_md_has_every_row_with_an_interval(study):
             for metric in metrics:
                 assert f"{task} / {kind}/{metric}" in names
     assert "novel_view / cross_view/PSNR" in names and "novel_view / cross_view/SSIM" in names
+    for metric in ("err", "R2", "R2_z", "acc@0.1", "drift"):
+        assert f"canonical_coords / cross_view/{metric}" in names
     # The parts_oracle diagnostic has its own table and its 80 % check, both kinds of pair.
     assert "the `parts_oracle` check" in md and "| task / metric | parts_oracle:featurenerf |" in md
     assert md.count("part_seg_3d / cross_inst/mIoU >= 80%") == 1
@@ -140,14 +142,20 @@ def test_results_md_has_every_row_with_an_interval(study):
         cells = [c.strip() for c in line.strip("|").split("|")[1:]]
         label_transfer = "novel_view" not in line
         # Label-transfer rows: every method but copy_input has "mean [lo, hi]"; novel views: the trained
-        # fields and copy_input (the untrained model's novel views are not evaluated).
+        # fields and copy_input (the untrained model's novel views are not evaluated); the coordinate
+        # head: featurenerf alone (the only variant here trained with L_coord).
         want = [0, 1, 2, 3, 4, 5] if label_transfer else [0, 2, 3, 6]
+        if line.startswith("| canonical_coords /"):
+            want = [0]
+            assert all(c == "–" for c in cells[1:]), line
         if "keypoints_2d / cross_inst" in line and all(cells[i] == "–" for i in want):
             continue  # at 32 px no keypoint may be visible on both objects: no pair counted, for any method
         for i in want:
             assert "[" in cells[i] and "]" in cells[i], line
     with_intervals = [line for line in rows if line.count("[") >= 4]
-    assert len(with_intervals) >= len(rows) - 4
+    assert len(with_intervals) >= len(rows) - 4 - sum(
+        line.startswith("| canonical_coords /") for line in rows
+    )
     assert "Targets met:" in md and "seeds 0, 1" in md and "3 cross-instance and 3 cross-view" in md
     assert "featurenerf fit --config configs/toy_cars.yaml" in md and "--model.coord_weight 0" in md
 

@@ -34,6 +34,10 @@ DEFAULT_VARIANTS = ("featurenerf", "featurenerf_nocoord", "pixelnerf")
 #: Tasks every checkpoint is evaluated on, 2D before 3D: the keypoint task of a kind reuses every view
 #: its part task rendered (the descriptor cache then only has to hold one kind's views at a time).
 TASKS = ("novel_view", "part_seg_2d", "keypoints_2d", "part_seg_3d", "keypoints_3d")
+#: Variants trained with ``L_coord``: their evaluation also measures the coordinate head
+#: (``canonical_coords``: does x̂ name surface points' object-frame positions, consistently across views).
+COORD_VARIANTS = ("featurenerf", "featurenerf_pointwise")
+COORD_TASK = "canonical_coords"
 #: The diagnostic variant: its overrides and the tasks it is evaluated on.
 ORACLE = "parts_oracle"
 ORACLE_OVERRIDES = ["--data.teacher", "parts_oracle"]
@@ -164,6 +168,16 @@ def _common(cat: Category, budget: Budget, seed: int) -> list[str]:
     ]
 
 
+def variant_tasks(variant: str) -> list[str]:
+    """The tasks a variant's checkpoint is evaluated on: :data:`TASKS`; the oracle only its part tasks;
+    the untrained model without novel views; variants trained with ``L_coord`` also the coordinate head."""
+    if variant == ORACLE:
+        return list(ORACLE_TASKS)
+    # The untrained model's novel views are not a baseline anyone needs (copy_input is the trivial one).
+    tasks = [t for t in TASKS if variant != "untrained" or t != "novel_view"]
+    return [*tasks, COORD_TASK] if variant in COORD_VARIANTS else tasks
+
+
 def eval_args(budget: Budget, variant: str) -> list[str]:
     """The task-evaluation options of every evaluation (the same pairs for every method).
 
@@ -177,10 +191,7 @@ def eval_args(budget: Budget, variant: str) -> list[str]:
         # teacher_2d is the ground-truth map itself at the teacher's resolution: the 2D ceiling.
         ORACLE: "[featurenerf, featurenerf_v, teacher_2d]",
     }.get(variant, "[featurenerf]")
-    # The untrained model's novel views are not a baseline anyone needs (copy_input is the trivial one).
-    tasks = [t for t in TASKS if variant != "untrained" or t != "novel_view"]
-    if variant == ORACLE:
-        tasks = list(ORACLE_TASKS)
+    tasks = variant_tasks(variant)
     return [
         "--tasks.methods",
         methods,
@@ -282,7 +293,7 @@ def _eval_job(fit: Job, run: Path, budget: Budget, spec: dict) -> Job:
         category=fit.category,
         variant=fit.variant,
         seed=fit.seed,
-        spec={**spec, "tasks": list(ORACLE_TASKS)} if fit.variant == ORACLE else spec,
+        spec={**spec, "tasks": variant_tasks(fit.variant)},
     )
 
 

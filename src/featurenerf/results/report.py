@@ -269,6 +269,12 @@ def _intro_lines(command: str, method: str) -> list[str]:
         "`pixelnerf` (distillation and L_coord off), `teacher_2d` (the 2D teacher's map), `untrained` "
         "(the model built from the config with the seed, no training: chance), `copy_input` (novel views: "
         "the input view taken as the target).",
+        "",
+        "`canonical_coords` rows measure the coordinate head x̂ of the variants trained with L_coord "
+        "(docs/coords.md): at each test object's surface points, read from each view of a cross-view pair, "
+        "`err` is the mean distance to the true object-frame position and `drift` the mean distance between "
+        "the two views' readings (world units), `R2` is 1 for an exact head and 0 for one that names the "
+        "object's centroid (per axis: `R2_x/y/z`, z up), `acc@t` the % of readings within t.",
     ]
 
 
