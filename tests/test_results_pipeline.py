@@ -205,3 +205,27 @@ def test_killed_fit_resumes_from_its_checkpoint(study, tmp_path):
 
     with pytest.raises(PlanError, match="trained for 3 steps but --steps is 2"):
         fit_state(next(j for j in longer if j.kind == "fit"))
+
+
+def test_an_evaluation_overwritten_by_a_later_validate_is_not_reused(study):
+    """A ``validate`` of a study run with other tasks rewrites its ``tasks/`` folder: the study must
+    notice (and re-evaluate) instead of reporting that run's values as the study's."""
+    from featurenerf.results.plan import CATEGORIES, Budget, make_plan
+    from featurenerf.results.runner import is_done
+
+    work = study["work"]
+    jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0, 1), pairs=3), work / "out")
+    evals = [j for j in jobs if j.kind == "eval"]
+    assert evals and all(is_done(j) for j in evals)  # untrained evaluations too (they skip novel views)
+    job = next(j for j in evals if j.variant == "featurenerf")
+    per_pair = job.run_dir / "tasks" / "per_pair.json"
+    saved = per_pair.read_text()
+    data = json.loads(saved)
+    per_pair.write_text(
+        json.dumps({**data, "tasks": {"canonical_coords": data["tasks"]["canonical_coords"]}})
+    )
+    try:
+        assert not is_done(job)
+    finally:
+        per_pair.write_text(saved)
+    assert is_done(job)

@@ -49,11 +49,33 @@ def fit_state(job: Job) -> str:
 
 
 def is_done(job: Job) -> bool:
-    """Whether the job's result is already there (with the same spec)."""
+    """Whether the job's result is already there (with the same spec).
+
+    An evaluation also needs its per-pair values of every task it ran: any later ``validate`` of the same
+    run writes into the same ``tasks/`` folder, and its results must not pass for the study's.
+    """
     if job.kind == "fit":
         return fit_state(job) == "done"
     marker = job.run_dir / (EVAL_MARKER if job.kind == "eval" else FIT_MARKER)
-    return marker.exists() and json.loads(marker.read_text()).get("spec") == job.spec
+    if not marker.exists() or json.loads(marker.read_text()).get("spec") != job.spec:
+        return False
+    if job.kind != "eval":
+        return True
+    per_pair = job.run_dir / "tasks" / "per_pair.json"
+    try:
+        tasks = json.loads(per_pair.read_text()).get("tasks", {})
+    except (OSError, ValueError):
+        return False
+    return set(_task_names(job.argv)) <= set(tasks)
+
+
+def _task_names(argv: list[str]) -> list[str]:
+    """The task names an evaluation command asks for (the words after ``--task``)."""
+    if "--task" not in argv:
+        return []
+    rest = argv[argv.index("--task") + 1 :]
+    end = next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))
+    return rest[:end]
 
 
 def launch_argv(job: Job) -> list[str]:
