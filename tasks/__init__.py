@@ -1,12 +1,13 @@
 """Downstream tasks of FeatureNeRF's evaluation protocol, and their registry.
 
 Built-ins: ``part_seg_2d``, ``part_seg_3d``, ``keypoints_2d``, ``keypoints_3d`` (one-shot label transfer
-by cosine nearest neighbour, on cross-instance and cross-view pairs) and ``novel_view`` (PSNR / SSIM of
-the target view rendered from the source image), and the diagnostic ``canonical_coords`` (how well the
-coordinate head x̂ names surface points' object-frame positions, and how consistently across views). Each task is a class with torchmetrics-style
-``update`` / ``compute`` / ``reset``; :class:`~featurenerf.tasks.suite.TaskSuite` runs a selection of them
-as Lightning validation loops (``featurenerf validate --task part_seg keypoints``) and compares the methods
-``featurenerf``, ``featurenerf_v``, ``teacher_2d`` and ``pixelnerf`` in one table.
+by cosine nearest neighbour, on cross-instance and cross-view pairs), ``novel_view`` (PSNR / SSIM of the
+target view rendered from the source image) and the diagnostic ``canonical_coords`` (how well the
+coordinate head x̂ names surface points' object-frame positions, and how consistently across views). Each
+task is a class with torchmetrics-style ``update`` / ``compute`` / ``reset``;
+:class:`~featurenerf.tasks.suite.TaskSuite` runs a selection of them as Lightning validation loops
+(``featurenerf validate --task part_seg keypoints``) and compares the methods ``featurenerf``,
+``featurenerf_v``, ``teacher_2d`` and ``pixelnerf`` in one table.
 
 Third-party packages add tasks through the ``featurenerf.tasks`` entry-point group::
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from featurenerf.errors import ConfigError
 from featurenerf.io import atomic_write_json
 
-from .plan import Budget, Job
+from .plan import Budget, Job, variant_tasks
 
 FIT_MARKER = "done.json"
 EVAL_MARKER = Path("tasks") / "eval.json"
@@ -66,16 +66,7 @@ def is_done(job: Job) -> bool:
         tasks = json.loads(per_pair.read_text()).get("tasks", {})
     except (OSError, ValueError):
         return False
-    return set(_task_names(job.argv)) <= set(tasks)
-
-
-def _task_names(argv: list[str]) -> list[str]:
-    """The task names an evaluation command asks for (the words after ``--task``)."""
-    if "--task" not in argv:
-        return []
-    rest = argv[argv.index("--task") + 1 :]
-    end = next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))
-    return rest[:end]
+    return set(variant_tasks(job.variant)) <= set(tasks)
 
 
 def launch_argv(job: Job) -> list[str]:
