@@ -15,7 +15,11 @@ both views' readings:
   naming the centroid for every point. ``R2_x/y/z`` per world axis;
 * ``acc@0.05``, ``acc@0.1``: % of readings within that distance of the truth;
 * ``drift``: mean |x̂_view1 − x̂_view2| of the same point read from the two views (view consistency;
-  lower is better).
+  lower is better);
+* ``turned``: % of the two readings that are closer to the truth turned 180° about the up axis (z) than
+  to the truth itself: the head named the view's front as the back. A head that reads the pose scores
+  about 0; a head that cannot tell a view from its opposite (a front/back-symmetric object) scores up
+  to 50 (lower is better).
 
 Methods: ``featurenerf`` (the evaluated model's head) and ``pixelnerf`` (a model trained without
 ``L_coord``: its head is untrained, a reference for chance).
@@ -38,6 +42,24 @@ from .metrics import PCK, PairMean
 COORD_THRESHOLDS = (0.05, 0.1)
 #: Labels of the R² vector.
 R2_LABELS = ["R2", "R2_x", "R2_y", "R2_z"]
+
+
+#: (x, y, z) → (−x, −y, z): a half turn about the up axis through the object-frame origin.
+HALF_TURN = (-1.0, -1.0, 1.0)
+
+
+def turned_share(pred: Tensor, truth: Tensor) -> Tensor:
+    """1.0 when ``pred`` is closer (summed squared error) to the truth turned a half turn about z than
+    to the truth, else 0.0 (one reading of a whole object).
+
+    Args:
+        pred, truth: (N, 3) predicted and true positions in the object frame (centred at the origin).
+    Returns:
+        Scalar float64 tensor.
+    """
+    pred, truth = pred.double(), truth.double()
+    turned = truth * truth.new_tensor(HALF_TURN)
+    return ((pred - turned).pow(2).sum() < (pred - truth).pow(2).sum()).double()
 
 
 def coordinate_r2(pred: Tensor, truth: Tensor) -> Tensor:
@@ -64,6 +86,12 @@ class Distance(PairMean):
     higher_is_better = False
 
 
+class Share(PairMean):
+    """A per-pair fraction of readings that went wrong, shown in % (lower is better)."""
+
+    higher_is_better = False
+
+
 @register_task("canonical_coords")
 class CanonicalCoords(Task):
     """x̂ against the true world positions of surface points, and its consistency across two views."""
@@ -78,7 +106,7 @@ class CanonicalCoords(Task):
         r2 = PairMean(size=len(R2_LABELS))
         r2.labels = list(R2_LABELS)
         acc = PCK(COORD_THRESHOLDS, labels=[f"acc@{t:g}" for t in COORD_THRESHOLDS])
-        return {"err": err, "R2": r2, "acc": acc, "drift": drift}
+        return {"err": err, "R2": r2, "acc": acc, "drift": drift, "turned": Share()}
 
     def annotations(self, record: ObjectRecord, view: int) -> dict:
         return {"points": load_points(record)[0]}
@@ -100,3 +128,4 @@ class CanonicalCoords(Task):
             self.update(kind, method, "R2", coordinate_r2(both, truth))
             self.update(kind, method, "acc", both, truth)
             self.update(kind, method, "drift", (read[0] - read[1]).norm(dim=-1).mean())
+            self.update(kind, method, "turned", sum(turned_share(r, xyz) for r in read) / 2)

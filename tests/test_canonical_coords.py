@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from featurenerf.tasks.coords import CanonicalCoords, coordinate_r2
+from featurenerf.tasks.coords import HALF_TURN, CanonicalCoords, coordinate_r2, turned_share
 
 
 def test_r2_is_one_when_exact_zero_at_the_centroid_and_per_axis_by_hand():
@@ -23,16 +23,19 @@ def test_r2_is_one_when_exact_zero_at_the_centroid_and_per_axis_by_hand():
 class _HeadOverride(torch.nn.Module):
     """A real tiny net whose ``coords`` output is replaced: the truth plus an offset, or a constant."""
 
-    def __init__(self, net, offset=None, constant=None):
+    def __init__(self, net, offset=None, constant=None, turned=False):
         super().__init__()
-        self.net, self.offset, self.constant = net, offset, constant
+        self.net, self.offset, self.constant, self.turned = net, offset, constant, turned
 
     def encode(self, *args):
         return self.net.encode(*args)
 
     def query(self, cond, xyz, viewdirs=None):
         out = dict(self.net.query(cond, xyz, viewdirs))
-        out["coords"] = self.constant.expand_as(xyz) if self.constant is not None else xyz + self.offset
+        if self.turned:
+            out["coords"] = xyz * xyz.new_tensor(HALF_TURN)
+        else:
+            out["coords"] = self.constant.expand_as(xyz) if self.constant is not None else xyz + self.offset
         return out
 
 
@@ -76,6 +79,7 @@ def test_an_exact_head_scores_perfectly_and_an_offset_one_by_its_distance(tiny_n
     assert got["cross_view/err"] == 0.0 and got["cross_view/drift"] == 0.0
     assert got["cross_view/R2"] == pytest.approx(1.0)
     assert got["cross_view/acc@0.05"] == got["cross_view/acc@0.1"] == 1.0
+    assert got["cross_view/turned"] == 0.0
     got, _ = _run(_HeadOverride(tiny_net, offset=torch.tensor([0.0, 0.08, 0.0])))
     assert got["cross_view/err"] == pytest.approx(0.08)
     assert got["cross_view/acc@0.05"] == 0.0 and got["cross_view/acc@0.1"] == 1.0
@@ -91,3 +95,14 @@ def test_a_constant_head_at_the_centroid_scores_zero_and_the_real_head_is_read(t
     # The untouched net: its own (random) head is what is measured, so the values are not the above.
     got, _ = _run(tiny_net)
     assert got["cross_view/err"] > 0 and got["cross_view/R2"] != pytest.approx(0.0, abs=1e-6)
+
+
+def test_turned_share_by_hand_and_a_head_that_reads_front_for_back_is_always_turned(tiny_net):
+    truth = torch.tensor([[0.4, 0.1, 0.0], [-0.4, -0.1, 0.2]])
+    assert turned_share(truth, truth) == 0.0
+    assert turned_share(torch.tensor([[-0.4, -0.1, 0.0], [0.4, 0.1, 0.2]]), truth) == 1.0
+    # Nearer the turned truth than the truth, though neither exactly: still turned.
+    assert turned_share(torch.tensor([[-0.3, 0.0, 0.0], [0.3, 0.0, 0.2]]), truth) == 1.0
+    got, _ = _run(_HeadOverride(tiny_net, turned=True))
+    assert got["cross_view/turned"] == 1.0
+    assert got["cross_view/R2_z"] == pytest.approx(1.0) and got["cross_view/R2_x"] < 0
