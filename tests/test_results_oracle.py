@@ -84,3 +84,17 @@ def test_variants_trained_with_l_coord_also_measure_the_coordinate_head(tmp_path
         assert ("canonical_coords" in tasks) == (variant in ("featurenerf", "featurenerf_pointwise")), variant
         assert job.spec["tasks"] == (tasks if variant != "untrained" else list(TASKS)), variant
     assert evals["pixelnerf"].spec == {"pairs": 3, "pair_seed": 0, "tasks": list(TASKS)}
+
+
+def test_no_oracle_plans_neither_its_fit_nor_its_evaluation(tmp_path: Path, capsys) -> None:
+    from featurenerf.results.cli import main
+
+    cars = [CATEGORIES["toy_cars"]]
+    jobs = make_plan(cars, Budget(steps=3, seeds=(0,), pairs=3, oracle=False), tmp_path)
+    assert not [j for j in jobs if j.variant == ORACLE]
+    assert {j.variant for j in jobs if j.kind == "fit"} == {"featurenerf", "featurenerf_nocoord", "pixelnerf"}
+    common = ["--out", str(tmp_path / "o"), "--docs", str(tmp_path / "d"), "--categories", "toy_cars"]
+    assert main([*common, "--seeds", "0", "1", "--dry-run"]) == 0
+    assert "parts_oracle" in capsys.readouterr().out
+    assert main([*common, "--seeds", "0", "1", "--no-oracle", "--dry-run"]) == 0
+    assert "parts_oracle" not in capsys.readouterr().out

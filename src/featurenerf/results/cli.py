@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(VARIANTS),
         help="variants to train (default: featurenerf featurenerf_nocoord pixelnerf)",
     )
+    p.add_argument(
+        "--no-oracle",
+        dest="oracle",
+        action="store_false",
+        help="skip the parts_oracle diagnostic (one more fit and evaluation)",
+    )
     p.add_argument("--pair-seed", type=int, default=0)
     p.add_argument("--val-objects", type=int, default=4, help="held-out objects of the validation line")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -114,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         extra=tuple(extra),
         variants=tuple(dict.fromkeys(args.variants)),
+        oracle=args.oracle,
     )
     cats = [CATEGORIES[c] for c in args.categories]
     if args.data_dir is not None:

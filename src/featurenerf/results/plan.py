@@ -79,6 +79,7 @@ class Budget:
         cache_mb: rendered-descriptor cache of each evaluation (MB; large enough for every view).
         extra: further overrides passed to every fit and evaluation (e.g. ``--model.encoder ...``).
         variants: the trained variants (names of :data:`VARIANTS`), in table order.
+        oracle: also fit and evaluate the ``parts_oracle`` diagnostic (first seed, first category).
     """
 
     steps: int = 400
@@ -95,6 +96,7 @@ class Budget:
     cache_mb: int = 5120
     extra: tuple[str, ...] = ()
     variants: tuple[str, ...] = DEFAULT_VARIANTS
+    oracle: bool = True
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -333,7 +335,8 @@ def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job
     for seed in budget.seeds:
         for cat in categories:
             variants = {v: VARIANTS[v] for v in budget.variants}
-            if seed == budget.seeds[0] and cat == categories[0] and "featurenerf" in variants:
+            first = seed == budget.seeds[0] and cat == categories[0]
+            if budget.oracle and first and "featurenerf" in variants:
                 variants[ORACLE] = ORACLE_OVERRIDES
             for variant, overrides in variants.items():
                 run = runs / f"{cat.name}-{variant}-s{seed}"
