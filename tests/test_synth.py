@@ -276,3 +276,36 @@ def test_command_line_writes_dataset_and_reports_errors(tmp_path, capsys):
     assert len(err) == 1 and "different settings" in err[0]
     assert main(["check", str(out)]) == 0
     assert capsys.readouterr().out.strip() == "ok: 3 objects, 6 views"
+
+
+def test_a_dataset_from_an_older_generator_is_named_and_refused_by_synth_prepare_and_demo(tmp_path, capsys):
+    from featurenerf.demo import run_demo
+    from featurenerf.results.prepare import synth_if_missing
+
+    root = generate_dataset("toycar", tmp_path / "cars", objects=2, views=2, size=16, seed=0, progress=False)
+    assert generate_mod.stale_dataset(root) is None and generate_mod.stale_dataset(tmp_path) is None
+    record = json.loads((root / "synth.json").read_text())
+    (root / "synth.json").write_text(json.dumps({**record, "version": 2}))  # the symmetric car
+    why = generate_mod.stale_dataset(root)
+    assert why is not None and str(root / "synth.json") in why and "version 2" in why and "\n" not in why
+    with pytest.raises(DataError, match="version 2"):
+        generate_dataset("toycar", root, objects=2, views=2, size=16, seed=0, progress=False)
+    assert synth_if_missing("toycar", root, objects=2, views=2, size=16) == 2
+    assert run_demo(tmp_path / "out", root, Path("configs/toy_cars.yaml")) == 2  # before any training
+    err = capsys.readouterr().err
+    assert err.count("made by data synth version 2") == 2 and not (tmp_path / "out" / "run.json").exists()
+
+
+def test_a_toy_car_front_differs_from_its_back():
+    """The hood is lower than the rear body and the cabin sits behind the middle, for every car: a view
+    and its half-turned opposite never show the same silhouette (L_coord needs the pose to be readable)."""
+    from featurenerf.data.synth.shapes import PART_NAMES, make_shape
+
+    body, cabin = PART_NAMES["toycar"].index("body"), PART_NAMES["toycar"].index("cabin")
+    for i in range(20):
+        shape = make_shape("toycar", np.random.default_rng(i))
+        bodies = sorted((p for p in shape.primitives if p.label == body), key=lambda p: p.centre[0])
+        (rear, hood), cab = bodies, next(p for p in shape.primitives if p.label == cabin)
+        top = lambda box: box.centre + box.half  # noqa: E731
+        assert top(hood)[2] < top(rear)[2] - 0.02 and top(hood)[0] > top(rear)[0]
+        assert cab.centre[0] < -0.03

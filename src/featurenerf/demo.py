@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from featurenerf.cli import main as cli_main
+from featurenerf.data.synth.generate import stale_dataset
 from featurenerf.io import atomic_save_via, atomic_write_bytes, atomic_write_json
 
 
@@ -39,6 +40,10 @@ def run_demo(
     """Run the whole demo; returns an exit status."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
+    if (stale := stale_dataset(data)) is not None:
+        # Training on it would work, but the README's figures are for today's generator.
+        print(f"error: {stale}", file=sys.stderr)
+        return 2
     if not (data / "meta.json").exists():
         t = _step(f"making {category} data in {data}")
         rc = cli_main(

@@ -15,7 +15,16 @@ from pathlib import Path
 
 
 def synth_if_missing(category: str, root: Path, objects: int, views: int, size: int) -> int:
-    """``featurenerf data synth`` into ``root`` unless it already holds a dataset; returns an exit status."""
+    """``featurenerf data synth`` into ``root`` unless it already holds a dataset; returns an exit status.
+
+    A dataset from an older generator version is refused (status 2): the study compares against
+    figures made with today's.
+    """
+    from featurenerf.data.synth.generate import stale_dataset
+
+    if (stale := stale_dataset(root)) is not None:
+        print(f"prepare: error: {stale}", file=sys.stderr)
+        return 2
     if (root / "meta.json").exists():
         print(f"prepare: {root} exists, not regenerated", flush=True)
         return 0

@@ -41,7 +41,10 @@ from featurenerf.io import atomic_write_json
 NEAR, FAR = 0.8, 1.8
 POINTS_PER_OBJECT = 4000
 _STAGING = ".staging"
-_VERSION = 2  # 2: one shared camera set per split (1: per-object cameras)
+#: Generator version per category: a dataset made by another version is refused, not silently mixed.
+#: 1: per-object cameras; 2: one shared camera set per split; 3 (toycar): a car whose front and back
+#: differ (a low hood, the cabin set back), so the view's pose is readable from the image.
+_VERSION = {"toycar": 3, "toychair": 2}
 
 
 def assign_splits(objects: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
@@ -157,6 +160,29 @@ def _job(args: tuple) -> str:
     return "written"
 
 
+def stale_dataset(root: Path) -> str | None:
+    """Why the synthetic dataset in ``root`` is not what this generator makes, or ``None``.
+
+    ``None`` also when ``root`` holds no ``synth.json`` (not a generated dataset: nothing to compare).
+    A dataset of an older version stays usable, but its figures are not comparable with ones made today.
+    """
+    record = Path(root) / "synth.json"
+    if not record.is_file():
+        return None
+    try:
+        made = json.loads(record.read_text())
+        category, version = made["category"], made["version"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{record}: unreadable ({err})"
+    want = _VERSION.get(category)
+    if want is None or version == want:
+        return None
+    return (
+        f"{record}: made by data synth version {version} ({category}); this featurenerf makes version "
+        f"{want}. Delete {root} to regenerate it, or give another folder"
+    )
+
+
 def generate_dataset(
     category: str,
     out: Path,
@@ -181,7 +207,7 @@ def generate_dataset(
     root.mkdir(parents=True, exist_ok=True)
     settings = {
         "generator": "featurenerf.data.synth",
-        "version": _VERSION,
+        "version": _VERSION[category],
         "category": category,
         "objects": objects,
         "views": views,
@@ -191,6 +217,8 @@ def generate_dataset(
         "cameras": "shared_per_split",
     }
     record = root / "synth.json"
+    if (stale := stale_dataset(root)) is not None:
+        raise DataError(stale)
     if record.exists():
         previous = json.loads(record.read_text())
         if previous != settings:
