@@ -227,7 +227,24 @@ def wall_times(out: Path, jobs: list[Job]) -> dict:
     return {"per_job": per_job, "by_kind": by_kind}
 
 
-def _budget_lines(budget: Budget, walls: dict, total_s: float | None) -> list[str]:
+def data_versions(jobs: list[Job]) -> dict[str, int | None]:
+    """Category → the ``data synth`` version its data was made with (``synth.json``; None: not made by
+    ``data synth`` or unreadable). Figures of toy data made by different versions are not comparable."""
+    out: dict[str, int | None] = {}
+    for job in jobs:
+        if job.kind != "prepare" or "--root" not in job.argv:
+            continue
+        record = Path(job.argv[job.argv.index("--root") + 1]) / "synth.json"
+        try:
+            out[job.category] = int(json.loads(record.read_text())["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            out[job.category] = None
+    return out
+
+
+def _budget_lines(
+    budget: Budget, walls: dict, total_s: float | None, versions: dict[str, int | None] | None = None
+) -> list[str]:
     fits = [v for k, v in walls["per_job"].items() if k.startswith("fit-")]
     evals = [v for k, v in walls["per_job"].items() if k.startswith("eval-")]
     lines = [
@@ -237,7 +254,11 @@ def _budget_lines(budget: Budget, walls: dict, total_s: float | None) -> list[st
         f"drawn once with pair seed {budget.pair_seed} and shared by every method and seed; the novel-view "
         f"validation line over {budget.val_objects} held-out val objects",
         f"- data: `featurenerf data synth` ({budget.objects} objects × {budget.views} views × {budget.size} px, "
-        "seed 0) when missing",
+        "seed 0) when missing"
+        + "".join(
+            f"; {cat} made by data synth version {v if v is not None else 'unknown'}"
+            for cat, v in (versions or {}).items()
+        ),
         f"- device: {device_line(budget)}",
     ]
     if fits:
@@ -350,10 +371,13 @@ def write_report(
     pictures = copy_pictures(jobs, docs)
     walls = wall_times(out, jobs)
     method = BOOTSTRAP_METHOD.format(replicates=replicates, seed=boot_seed)
-    lines = [*_intro_lines(command, method), "", "## Budget", "", *_budget_lines(budget, walls, total_s)]
+    versions = data_versions(jobs)
+    budget_lines = _budget_lines(budget, walls, total_s, versions)
+    lines = [*_intro_lines(command, method), "", "## Budget", "", *budget_lines]
     results_json: dict = {
         "command": command,
         "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in budget.__dict__.items()},
+        "data_synth_version": versions,
         "bootstrap": {"method": method, "replicates": replicates, "seed": boot_seed, "level": 0.95},
         "categories": {},
         "validation": validation,
