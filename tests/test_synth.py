@@ -309,3 +309,39 @@ def test_a_toy_car_front_differs_from_its_back():
         top = lambda box: box.centre + box.half  # noqa: E731
         assert top(hood)[2] < top(rear)[2] - 0.02 and top(hood)[0] > top(rear)[0]
         assert cab.centre[0] < -0.03
+
+
+def test_per_object_train_cameras_vary_the_training_views_and_keep_the_eval_sets_shared(tmp_path):
+    """``--train-cameras per_object``: each training object draws its own views (as SRN's training set
+    does); val and test objects keep their split's shared set, identical to the default's, so the
+    held-out objects and their cross-instance pairs do not change."""
+    from featurenerf.commands.data import main
+
+    kw = dict(objects=8, views=3, size=16, seed=1, split_fractions=(0.5, 0.25, 0.25), progress=False)
+    shared = generate_dataset("toycar", tmp_path / "shared", **kw)
+    own = generate_dataset("toycar", tmp_path / "own", train_cameras="per_object", **kw)
+    assert json.loads((own / "synth.json").read_text())["cameras"] == "per_object_train_shared_eval"
+
+    def poses(root, split):
+        return {r.name: load_poses(r) for r in list_objects(root, split)}
+
+    train = poses(own, "train")
+    assert len(train) >= 2
+    first, *others = train.values()
+    assert all(not torch.allclose(first, other) for other in others)  # every object its own cameras
+    for split in ("val", "test"):
+        a, b = poses(own, split), poses(shared, split)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert all(torch.equal(p, next(iter(a.values()))) for p in a.values())
+    # The training shapes are the same objects either way: only their cameras moved.
+    for r in list_objects(own, "train"):
+        assert (r.directory / "keypoints.json").read_text() == (
+            shared / r.directory.parent.name / r.name / "keypoints.json"
+        ).read_text()
+    with pytest.raises(DataError, match="different settings"):
+        generate_dataset("toycar", own, **kw)  # the default cameras into the per-object folder
+    with pytest.raises(ValueError, match="train_cameras"):
+        generate_dataset("toycar", tmp_path / "bad", train_cameras="orbit", **kw)
+    args = ["synth", "--category", "toychair", "--out", str(tmp_path / "cli"), "--objects", "2", "--views", "1"]
+    assert main([*args, "--size", "8", "--train-cameras", "per_object", "--quiet"]) == 0
+    assert "per_object" in (tmp_path / "cli" / "synth.json").read_text()

@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("TRAIN", "VAL", "TEST"),
         help="fractions of objects per split (default 0.7 0.1 0.2)",
     )
+    synth.add_argument(
+        "--train-cameras",
+        choices=("shared", "per_object"),
+        default="shared",
+        help="training objects share the split's camera set (default) or each draw their own views",
+    )
     synth.add_argument("--workers", type=int, default=1, help="processes rendering objects in parallel")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 split_fractions=tuple(args.split_fractions),
                 progress=not args.quiet,
                 workers=args.workers,
+                train_cameras=args.train_cameras,
             )
         except (DataError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)

@@ -94,10 +94,10 @@ def _fmt(x: float) -> str:
 
 
 def _streams(seed: int, index: int) -> list[np.random.Generator]:
-    """Independent generators for object ``index``'s shape, (formerly) cameras and surface points.
+    """Independent generators for object ``index``'s shape, its own cameras and its surface points.
 
-    Three children are still spawned so shapes and points keep the streams they had when cameras were
-    per-object; the middle one is unused.
+    The middle one draws the object's cameras only for training objects under ``train_cameras:
+    per_object``; shapes and points keep their streams either way.
     """
     return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3)]
 
@@ -116,17 +116,32 @@ def split_cameras(category: str, split: str, views: int, seed: int) -> np.ndarra
     return sample_cameras(category, views, rng)
 
 
+#: ``train_cameras`` choices: every split shares one camera set, or training objects each draw their own.
+TRAIN_CAMERAS = ("shared", "per_object")
+
+
 def render_object(
-    category: str, index: int, views: int, size: int, seed: int, split: str, out_dir: Path
+    category: str,
+    index: int,
+    views: int,
+    size: int,
+    seed: int,
+    split: str,
+    out_dir: Path,
+    train_cameras: str = "shared",
 ) -> None:
     """Generate object ``index`` of ``split`` and write its files into the (empty, existing) folder ``out_dir``.
 
-    Its views are the split's shared cameras (:func:`split_cameras`). Files are plain writes: the folder
-    is the atomic unit (the caller renames it into place).
+    Its views are the split's shared cameras (:func:`split_cameras`), except for a training object under
+    ``train_cameras="per_object"``, which draws its own from its camera stream. Files are plain writes:
+    the folder is the atomic unit (the caller renames it into place).
     """
-    shape_rng, _, points_rng = _streams(seed, index)
+    shape_rng, camera_rng, points_rng = _streams(seed, index)
     shape = make_shape(category, shape_rng)
-    poses = split_cameras(category, split, views, seed)
+    if split == "train" and train_cameras == "per_object":
+        poses = sample_cameras(category, views, camera_rng)
+    else:
+        poses = split_cameras(category, split, views, seed)
     for sub in ("rgb", "pose", "parts"):
         (out_dir / sub).mkdir()
     for v, c2w in enumerate(poses):
@@ -145,13 +160,13 @@ def render_object(
 
 
 def _job(args: tuple) -> str:
-    category, index, views, size, seed, root, split = args
+    category, index, views, size, seed, root, split, train_cameras = args
     final = root / f"{category}_{split}" / object_name(index)
     if final.is_dir():
         return "skipped"
     staging = Path(tempfile.mkdtemp(prefix=f"{object_name(index)}.", dir=root / _STAGING))
     try:
-        render_object(category, index, views, size, seed, split, staging)
+        render_object(category, index, views, size, seed, split, staging, train_cameras)
         final.parent.mkdir(exist_ok=True)
         staging.rename(final)
     except BaseException:
@@ -193,14 +208,22 @@ def generate_dataset(
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     progress: bool = True,
     workers: int = 1,
+    train_cameras: str = "shared",
 ) -> Path:
     """Generate ``objects`` annotated objects of ``category`` with ``views`` views of ``size``² pixels.
+
+    ``train_cameras``: ``shared`` (every split renders its objects from one camera set) or ``per_object``
+    (training objects each draw their own views, as SRN's training set does; val and test keep their
+    shared sets, so cross-instance pairs still compare the same camera). With a shared training set
+    the network sees only ``views`` distinct viewpoints in all.
 
     Returns the dataset root ``out`` (which holds ``meta.json``, ``synth.json`` and ``<category>_<split>/``).
     Re-running with the same arguments on a complete dataset writes nothing.
     """
     if category not in CATEGORIES:
         raise ValueError(f"unknown synthetic category {category!r}; expected one of {', '.join(CATEGORIES)}")
+    if train_cameras not in TRAIN_CAMERAS:
+        raise ValueError(f"train_cameras: expected one of {', '.join(TRAIN_CAMERAS)}, got {train_cameras!r}")
     if objects < 1 or views < 1 or size < 4:
         raise ValueError(f"need objects >= 1, views >= 1, size >= 4; got {objects}, {views}, {size}")
     root = Path(out)
@@ -214,7 +237,7 @@ def generate_dataset(
         "size": size,
         "seed": seed,
         "split_fractions": [float(x) for x in split_fractions],
-        "cameras": "shared_per_split",
+        "cameras": "shared_per_split" if train_cameras == "shared" else "per_object_train_shared_eval",
     }
     record = root / "synth.json"
     if (stale := stale_dataset(root)) is not None:
@@ -238,7 +261,7 @@ def generate_dataset(
     shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed run
     staging.mkdir()
     splits = assign_splits(objects, seed, split_fractions)
-    jobs = [(category, i, views, size, seed, root, splits[i]) for i in range(objects)]
+    jobs = [(category, i, views, size, seed, root, splits[i], train_cameras) for i in range(objects)]
     bar = _progress(total=objects, enabled=progress, desc=f"synth {category}")
     try:
         if workers > 1:
