@@ -342,6 +342,16 @@ def test_per_object_train_cameras_vary_the_training_views_and_keep_the_eval_sets
         generate_dataset("toycar", own, **kw)  # the default cameras into the per-object folder
     with pytest.raises(ValueError, match="train_cameras"):
         generate_dataset("toycar", tmp_path / "bad", train_cameras="orbit", **kw)
-    args = ["synth", "--category", "toychair", "--out", str(tmp_path / "cli"), "--objects", "2", "--views", "1"]
+    args = [
+        "synth",
+        "--category",
+        "toychair",
+        "--out",
+        str(tmp_path / "cli"),
+        "--objects",
+        "2",
+        "--views",
+        "1",
+    ]
     assert main([*args, "--size", "8", "--train-cameras", "per_object", "--quiet"]) == 0
     assert "per_object" in (tmp_path / "cli" / "synth.json").read_text()
