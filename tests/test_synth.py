@@ -285,25 +285,37 @@ def test_a_dataset_from_an_older_generator_is_named_and_refused_by_synth_prepare
     root = generate_dataset("toycar", tmp_path / "cars", objects=2, views=2, size=16, seed=0, progress=False)
     assert generate_mod.stale_dataset(root) is None and generate_mod.stale_dataset(tmp_path) is None
     record = json.loads((root / "synth.json").read_text())
-    (root / "synth.json").write_text(json.dumps({**record, "version": 2}))  # the symmetric car
+    (root / "synth.json").write_text(json.dumps({**record, "version": 1}))  # per-object cameras
     why = generate_mod.stale_dataset(root)
-    assert why is not None and str(root / "synth.json") in why and "version 2" in why and "\n" not in why
-    with pytest.raises(DataError, match="version 2"):
+    assert why is not None and str(root / "synth.json") in why and "version 1" in why and "\n" not in why
+    with pytest.raises(DataError, match="version 1"):
         generate_dataset("toycar", root, objects=2, views=2, size=16, seed=0, progress=False)
     assert synth_if_missing("toycar", root, objects=2, views=2, size=16) == 2
     assert run_demo(tmp_path / "out", root, Path("configs/toy_cars.yaml")) == 2  # before any training
     err = capsys.readouterr().err
-    assert err.count("made by data synth version 2") == 2 and not (tmp_path / "out" / "run.json").exists()
+    assert err.count("made by data synth version 1") == 2 and not (tmp_path / "out" / "run.json").exists()
 
 
-def test_a_toy_car_front_differs_from_its_back():
-    """The hood is lower than the rear body and the cabin sits behind the middle, for every car: a view
-    and its half-turned opposite never show the same silhouette (L_coord needs the pose to be readable)."""
-    from featurenerf.data.synth.shapes import PART_NAMES, make_shape
+def test_a_front_back_toy_car_front_differs_from_its_back_and_the_style_is_recorded(tmp_path):
+    """``style: front_back``: the hood is lower than the rear body and the cabin sits behind the middle,
+    for every car, so a view and its half-turned opposite never show the same silhouette (L_coord needs
+    the pose to be readable). The default style is the box car, and only a non-default style is recorded
+    in synth.json (datasets made before styles existed keep matching)."""
+    from featurenerf.data.synth.shapes import PART_NAMES, make_shape, shape_styles
 
+    assert shape_styles("toycar") == ("box", "front_back")
     body, cabin = PART_NAMES["toycar"].index("body"), PART_NAMES["toycar"].index("cabin")
+    box = make_shape("toycar", np.random.default_rng(0))
+    assert sum(p.label == body for p in box.primitives) == 1  # the default: one body box
+    with pytest.raises(ValueError, match="shape style"):
+        make_shape("toychair", np.random.default_rng(0), "front_back")
+    kw = dict(objects=1, views=1, size=8, seed=0, progress=False)
+    default = generate_dataset("toycar", tmp_path / "box", **kw)
+    assert "style" not in json.loads((default / "synth.json").read_text())
+    styled = generate_dataset("toycar", tmp_path / "fb", style="front_back", **kw)
+    assert json.loads((styled / "synth.json").read_text())["style"] == "front_back"
     for i in range(20):
-        shape = make_shape("toycar", np.random.default_rng(i))
+        shape = make_shape("toycar", np.random.default_rng(i), "front_back")
         bodies = sorted((p for p in shape.primitives if p.label == body), key=lambda p: p.centre[0])
         (rear, hood), cab = bodies, next(p for p in shape.primitives if p.label == cabin)
         top = lambda box: box.centre + box.half  # noqa: E731

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         default="shared",
         help="training objects share the split's camera set (default) or each draw their own views",
     )
+    synth.add_argument(
+        "--style",
+        default=None,
+        help="shape style (toycar: box (default), front_back: a low hood and a set-back cabin)",
+    )
     synth.add_argument("--workers", type=int, default=1, help="processes rendering objects in parallel")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -71,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.quiet,
                 workers=args.workers,
                 train_cameras=args.train_cameras,
+                style=args.style,
             )
         except (DataError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)

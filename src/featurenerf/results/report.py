@@ -227,23 +227,32 @@ def wall_times(out: Path, jobs: list[Job]) -> dict:
     return {"per_job": per_job, "by_kind": by_kind}
 
 
-def data_versions(jobs: list[Job]) -> dict[str, int | None]:
-    """Category → the ``data synth`` version its data was made with (``synth.json``; None: not made by
-    ``data synth`` or unreadable). Figures of toy data made by different versions are not comparable."""
-    out: dict[str, int | None] = {}
+def data_versions(jobs: list[Job]) -> dict[str, str | None]:
+    """Category → how its data was made, from ``synth.json``: ``data synth`` version, plus the options
+    that change the data when not the default (``style``, per-object training cameras); None when the
+    data was not made by ``data synth`` or the record is unreadable. Figures of toy data made
+    differently are not comparable."""
+    out: dict[str, str | None] = {}
     for job in jobs:
         if job.kind != "prepare" or "--root" not in job.argv:
             continue
         record = Path(job.argv[job.argv.index("--root") + 1]) / "synth.json"
         try:
-            out[job.category] = int(json.loads(record.read_text())["version"])
+            made = json.loads(record.read_text())
+            text = f"version {int(made['version'])}"
         except (OSError, ValueError, KeyError, TypeError):
             out[job.category] = None
+            continue
+        if made.get("style"):
+            text += f", --style {made['style']}"
+        if made.get("cameras") == "per_object_train_shared_eval":
+            text += ", --train-cameras per_object"
+        out[job.category] = text
     return out
 
 
 def _budget_lines(
-    budget: Budget, walls: dict, total_s: float | None, versions: dict[str, int | None] | None = None
+    budget: Budget, walls: dict, total_s: float | None, versions: dict[str, str | None] | None = None
 ) -> list[str]:
     fits = [v for k, v in walls["per_job"].items() if k.startswith("fit-")]
     evals = [v for k, v in walls["per_job"].items() if k.startswith("eval-")]
@@ -256,7 +265,7 @@ def _budget_lines(
         f"- data: `featurenerf data synth` ({budget.objects} objects × {budget.views} views × {budget.size} px, "
         "seed 0) when missing"
         + "".join(
-            f"; {cat} made by data synth version {v if v is not None else 'unknown'}"
+            f"; {cat} made by data synth {v if v is not None else '(unknown version)'}"
             for cat, v in (versions or {}).items()
         ),
         f"- device: {device_line(budget)}",
@@ -377,7 +386,7 @@ def write_report(
     results_json: dict = {
         "command": command,
         "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in budget.__dict__.items()},
-        "data_synth_version": versions,
+        "data_synth": versions,
         "bootstrap": {"method": method, "replicates": replicates, "seed": boot_seed, "level": 0.95},
         "categories": {},
         "validation": validation,

@@ -35,16 +35,23 @@ from PIL import Image
 from featurenerf.data.annotations import Meta
 from featurenerf.data.srn import SPLITS, DataError
 from featurenerf.data.synth.render import focal_for, render_view, sample_cameras, sample_points
-from featurenerf.data.synth.shapes import CATEGORIES, KEYPOINT_NAMES, PART_NAMES, Shape, make_shape
+from featurenerf.data.synth.shapes import (
+    CATEGORIES,
+    KEYPOINT_NAMES,
+    PART_NAMES,
+    Shape,
+    make_shape,
+    shape_styles,
+)
 from featurenerf.io import atomic_write_json
 
 NEAR, FAR = 0.8, 1.8
 POINTS_PER_OBJECT = 4000
 _STAGING = ".staging"
 #: Generator version per category: a dataset made by another version is refused, not silently mixed.
-#: 1: per-object cameras; 2: one shared camera set per split; 3 (toycar): a car whose front and back
-#: differ (a low hood, the cabin set back), so the view's pose is readable from the image.
-_VERSION = {"toycar": 3, "toychair": 2}
+#: 1: per-object cameras; 2: one shared camera set per split (options that change the data, such as
+#: ``style`` or ``train_cameras``, are recorded beside it in ``synth.json``).
+_VERSION = {"toycar": 2, "toychair": 2}
 
 
 def assign_splits(objects: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
@@ -129,6 +136,7 @@ def render_object(
     split: str,
     out_dir: Path,
     train_cameras: str = "shared",
+    style: str | None = None,
 ) -> None:
     """Generate object ``index`` of ``split`` and write its files into the (empty, existing) folder ``out_dir``.
 
@@ -137,7 +145,7 @@ def render_object(
     the folder is the atomic unit (the caller renames it into place).
     """
     shape_rng, camera_rng, points_rng = _streams(seed, index)
-    shape = make_shape(category, shape_rng)
+    shape = make_shape(category, shape_rng, style)
     if split == "train" and train_cameras == "per_object":
         poses = sample_cameras(category, views, camera_rng)
     else:
@@ -160,13 +168,13 @@ def render_object(
 
 
 def _job(args: tuple) -> str:
-    category, index, views, size, seed, root, split, train_cameras = args
+    category, index, views, size, seed, root, split, train_cameras, style = args
     final = root / f"{category}_{split}" / object_name(index)
     if final.is_dir():
         return "skipped"
     staging = Path(tempfile.mkdtemp(prefix=f"{object_name(index)}.", dir=root / _STAGING))
     try:
-        render_object(category, index, views, size, seed, split, staging, train_cameras)
+        render_object(category, index, views, size, seed, split, staging, train_cameras, style)
         final.parent.mkdir(exist_ok=True)
         staging.rename(final)
     except BaseException:
@@ -209,6 +217,7 @@ def generate_dataset(
     progress: bool = True,
     workers: int = 1,
     train_cameras: str = "shared",
+    style: str | None = None,
 ) -> Path:
     """Generate ``objects`` annotated objects of ``category`` with ``views`` views of ``size``² pixels.
 
@@ -217,11 +226,18 @@ def generate_dataset(
     shared sets, so cross-instance pairs still compare the same camera). With a shared training set
     the network sees only ``views`` distinct viewpoints in all.
 
+    ``style``: the category's shape style (:func:`~featurenerf.data.synth.shapes.shape_styles`; default
+    its first). ``toycar`` has ``box`` (nearly front/back symmetric) and ``front_back`` (a low hood and a
+    set-back cabin: the front differs from the back from every side).
+
     Returns the dataset root ``out`` (which holds ``meta.json``, ``synth.json`` and ``<category>_<split>/``).
     Re-running with the same arguments on a complete dataset writes nothing.
     """
     if category not in CATEGORIES:
         raise ValueError(f"unknown synthetic category {category!r}; expected one of {', '.join(CATEGORIES)}")
+    styles = shape_styles(category)
+    if style is not None and style not in styles:
+        raise ValueError(f"{category}: unknown shape style {style!r}; expected one of {', '.join(styles)}")
     if train_cameras not in TRAIN_CAMERAS:
         raise ValueError(f"train_cameras: expected one of {', '.join(TRAIN_CAMERAS)}, got {train_cameras!r}")
     if objects < 1 or views < 1 or size < 4:
@@ -239,6 +255,8 @@ def generate_dataset(
         "split_fractions": [float(x) for x in split_fractions],
         "cameras": "shared_per_split" if train_cameras == "shared" else "per_object_train_shared_eval",
     }
+    if style not in (None, styles[0]):  # recorded only when not the default: older records stay equal
+        settings["style"] = style
     record = root / "synth.json"
     if (stale := stale_dataset(root)) is not None:
         raise DataError(stale)
@@ -261,7 +279,7 @@ def generate_dataset(
     shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed run
     staging.mkdir()
     splits = assign_splits(objects, seed, split_fractions)
-    jobs = [(category, i, views, size, seed, root, splits[i], train_cameras) for i in range(objects)]
+    jobs = [(category, i, views, size, seed, root, splits[i], train_cameras, style) for i in range(objects)]
     bar = _progress(total=objects, enabled=progress, desc=f"synth {category}")
     try:
         if workers > 1:

@@ -76,14 +76,64 @@ def _normalise(category: str, prims: list[Primitive], keypoints: np.ndarray) -> 
 
 
 def make_toycar(rng: np.random.Generator) -> Shape:
-    """A car: a low hood in front of a taller rear body, a cabin set back on the rear body, four wheels
-    (cylinders along y) and two headlights on the front face.
+    """The default ``box`` car: body box, cabin box on top, four wheels (cylinders along y), two
+    headlights. Nearly front/back symmetric: only the small headlights and a cabin offset either way tell
+    the front (see :func:`make_toycar_front_back`)."""
+    label = {n: i for i, n in enumerate(PART_NAMES["toycar"])}
+    colour = _part_colours("toycar", rng)
+    length, width = rng.uniform(0.85, 1.1), rng.uniform(0.38, 0.5)
+    body_h, wheel_r, wheel_t = rng.uniform(0.16, 0.26), rng.uniform(0.08, 0.12), rng.uniform(0.06, 0.09)
+    zb = wheel_r * rng.uniform(0.5, 0.8)  # body bottom above the ground (z = 0)
+    top = zb + body_h
+    prims: list[Primitive] = [
+        box_from_bounds(
+            [-length / 2, -width / 2, zb], [length / 2, width / 2, top], label["body"], colour["body"]
+        )
+    ]
+    # Wheels poke out of the body sides so their outer hubs are visible.
+    wheel_x = length / 2 - wheel_r - rng.uniform(0.04, 0.1)
+    wheel_y = width / 2 - 0.3 * wheel_t
+    hubs = []
+    for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1)):  # fl, fr, rl, rr (left = +y)
+        centre = np.array([sx * wheel_x, sy * wheel_y, wheel_r])
+        prims.append(Cylinder(centre, 1, wheel_r, wheel_t / 2, label["wheel"], colour["wheel"]))
+        hubs.append(centre + [0.0, sy * wheel_t / 2, 0.0])
+    cab_l, cab_w = length * rng.uniform(0.4, 0.6), width * rng.uniform(0.75, 0.92)
+    cab_h, cab_x = rng.uniform(0.12, 0.2), rng.uniform(-0.12, 0.08)
+    cab_top = top + cab_h
+    prims.append(
+        box_from_bounds(
+            [cab_x - cab_l / 2, -cab_w / 2, top - 0.01],
+            [cab_x + cab_l / 2, cab_w / 2, cab_top],
+            label["cabin"],
+            colour["cabin"],
+        )
+    )
+    roof = [
+        [cab_x + sx * 0.65 * cab_l / 2, sy * 0.65 * cab_w / 2, cab_top]
+        for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1))
+    ]
+    light_z, light_y = zb + 0.6 * body_h, 0.32 * width
+    lights = []
+    for sy in (1, -1):
+        lo = [length / 2 - 0.01, sy * light_y - 0.05, light_z - 0.03]
+        hi = [length / 2 + 0.03, sy * light_y + 0.05, light_z + 0.03]
+        prims.append(box_from_bounds(lo, hi, label["light"], colour["light"]))
+        lights.append([length / 2 + 0.03, sy * light_y, light_z])
+    front = [length / 2, 0.0, zb + 0.4 * body_h]
+    rear = [-length / 2, 0.0, zb + 0.5 * body_h]
+    keypoints = np.array([*hubs, *roof, front, rear, *lights], dtype=np.float64)
+    return _normalise("toycar", prims, keypoints)
 
-    The front and the back differ in silhouette from every side (hood lower than the boot, cabin behind
-    the middle), as a real car's do. A box body with a centred cabin is nearly front/back symmetric, and
-    then no image tells a view from its 180° opposite: the canonical coordinate that ``L_coord`` asks for
-    is ill-posed, and its head learns to predict the mean (docs/coords.md measured a quarter of the test
-    views read front-for-back).
+
+def make_toycar_front_back(rng: np.random.Generator) -> Shape:
+    """The ``front_back`` car: a low hood in front of a taller rear body, a cabin set back on the rear body,
+    four wheels (cylinders along y) and two headlights on the front face.
+
+    Its front and back differ in silhouette from every side (hood lower than the boot, cabin behind the
+    middle), as a real car's do. The default ``box`` car (:func:`make_toycar`) is nearly front/back
+    symmetric, so an image barely tells a view from its half-turned opposite, which the canonical
+    coordinate of ``L_coord`` needs (docs/coords.md).
     """
     label = {n: i for i, n in enumerate(PART_NAMES["toycar"])}
     colour = _part_colours("toycar", rng)
@@ -191,11 +241,26 @@ def make_toychair(rng: np.random.Generator) -> Shape:
     return _normalise("toychair", prims, keypoints)
 
 
-BUILDERS = {"toycar": make_toycar, "toychair": make_toychair}
+#: Builders per category and shape style; the first style of each is the default.
+BUILDERS = {
+    "toycar": {"box": make_toycar, "front_back": make_toycar_front_back},
+    "toychair": {"default": make_toychair},
+}
 
 
-def make_shape(category: str, rng: np.random.Generator) -> Shape:
-    """Build one random object of ``category`` (one of :data:`CATEGORIES`)."""
+def shape_styles(category: str) -> tuple[str, ...]:
+    """The shape styles of ``category``, the default first."""
+    return tuple(BUILDERS[category])
+
+
+def make_shape(category: str, rng: np.random.Generator, style: str | None = None) -> Shape:
+    """Build one random object of ``category`` (one of :data:`CATEGORIES`) in ``style`` (default: the
+    category's first, :func:`shape_styles`)."""
     if category not in BUILDERS:
         raise ValueError(f"unknown synthetic category {category!r}; expected one of {', '.join(CATEGORIES)}")
-    return BUILDERS[category](rng)
+    styles = BUILDERS[category]
+    if style is None:
+        style = next(iter(styles))
+    if style not in styles:
+        raise ValueError(f"{category}: unknown shape style {style!r}; expected one of {', '.join(styles)}")
+    return styles[style](rng)
