@@ -257,19 +257,7 @@ def generate_dataset(
     }
     if style not in (None, styles[0]):  # recorded only when not the default: older records stay equal
         settings["style"] = style
-    record = root / "synth.json"
-    if (stale := stale_dataset(root)) is not None:
-        raise DataError(stale)
-    if record.exists():
-        previous = json.loads(record.read_text())
-        if previous != settings:
-            raise DataError(
-                f"{record}: {root} was generated with different settings {previous}; use another --out"
-            )
-    elif any(root.iterdir()):
-        raise DataError(f"{root}: folder is not empty and holds no synth.json; refusing to write into it")
-    else:
-        atomic_write_json(record, settings)
+    _claim_root(root, settings)
     meta = Meta(category, PART_NAMES[category], KEYPOINT_NAMES[category], NEAR, FAR, "white")
     meta_path = root / "meta.json"
     if not meta_path.exists() or json.loads(meta_path.read_text()) != meta.to_json():
@@ -294,6 +282,28 @@ def generate_dataset(
         bar.close()
     shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def _claim_root(root: Path, settings: dict) -> None:
+    """Record ``settings`` in ``root/synth.json``, or check that they are the recorded ones.
+
+    Raises:
+        DataError: ``root`` was made by another generator version or with other settings, or it is a
+            non-empty folder that no ``data synth`` made.
+    """
+    record = root / "synth.json"
+    if (stale := stale_dataset(root)) is not None:
+        raise DataError(stale)
+    if record.exists():
+        previous = json.loads(record.read_text())
+        if previous != settings:
+            raise DataError(
+                f"{record}: {root} was generated with different settings {previous}; use another --out"
+            )
+    elif any(root.iterdir()):
+        raise DataError(f"{root}: folder is not empty and holds no synth.json; refusing to write into it")
+    else:
+        atomic_write_json(record, settings)
 
 
 class _NoBar:
