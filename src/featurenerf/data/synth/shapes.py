@@ -79,51 +79,7 @@ def make_toycar(rng: np.random.Generator) -> Shape:
     """The default ``box`` car: body box, cabin box on top, four wheels (cylinders along y), two
     headlights. Nearly front/back symmetric: only the small headlights and a cabin offset either way tell
     the front (see :func:`make_toycar_front_back`)."""
-    label = {n: i for i, n in enumerate(PART_NAMES["toycar"])}
-    colour = _part_colours("toycar", rng)
-    length, width = rng.uniform(0.85, 1.1), rng.uniform(0.38, 0.5)
-    body_h, wheel_r, wheel_t = rng.uniform(0.16, 0.26), rng.uniform(0.08, 0.12), rng.uniform(0.06, 0.09)
-    zb = wheel_r * rng.uniform(0.5, 0.8)  # body bottom above the ground (z = 0)
-    top = zb + body_h
-    prims: list[Primitive] = [
-        box_from_bounds(
-            [-length / 2, -width / 2, zb], [length / 2, width / 2, top], label["body"], colour["body"]
-        )
-    ]
-    # Wheels poke out of the body sides so their outer hubs are visible.
-    wheel_x = length / 2 - wheel_r - rng.uniform(0.04, 0.1)
-    wheel_y = width / 2 - 0.3 * wheel_t
-    hubs = []
-    for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1)):  # fl, fr, rl, rr (left = +y)
-        centre = np.array([sx * wheel_x, sy * wheel_y, wheel_r])
-        prims.append(Cylinder(centre, 1, wheel_r, wheel_t / 2, label["wheel"], colour["wheel"]))
-        hubs.append(centre + [0.0, sy * wheel_t / 2, 0.0])
-    cab_l, cab_w = length * rng.uniform(0.4, 0.6), width * rng.uniform(0.75, 0.92)
-    cab_h, cab_x = rng.uniform(0.12, 0.2), rng.uniform(-0.12, 0.08)
-    cab_top = top + cab_h
-    prims.append(
-        box_from_bounds(
-            [cab_x - cab_l / 2, -cab_w / 2, top - 0.01],
-            [cab_x + cab_l / 2, cab_w / 2, cab_top],
-            label["cabin"],
-            colour["cabin"],
-        )
-    )
-    roof = [
-        [cab_x + sx * 0.65 * cab_l / 2, sy * 0.65 * cab_w / 2, cab_top]
-        for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1))
-    ]
-    light_z, light_y = zb + 0.6 * body_h, 0.32 * width
-    lights = []
-    for sy in (1, -1):
-        lo = [length / 2 - 0.01, sy * light_y - 0.05, light_z - 0.03]
-        hi = [length / 2 + 0.03, sy * light_y + 0.05, light_z + 0.03]
-        prims.append(box_from_bounds(lo, hi, label["light"], colour["light"]))
-        lights.append([length / 2 + 0.03, sy * light_y, light_z])
-    front = [length / 2, 0.0, zb + 0.4 * body_h]
-    rear = [-length / 2, 0.0, zb + 0.5 * body_h]
-    keypoints = np.array([*hubs, *roof, front, rear, *lights], dtype=np.float64)
-    return _normalise("toycar", prims, keypoints)
+    return _make_car(rng, front_back=False)
 
 
 def make_toycar_front_back(rng: np.random.Generator) -> Shape:
@@ -135,6 +91,12 @@ def make_toycar_front_back(rng: np.random.Generator) -> Shape:
     symmetric, so an image barely tells a view from its half-turned opposite, which the canonical
     coordinate of ``L_coord`` needs (docs/coords.md).
     """
+    return _make_car(rng, front_back=True)
+
+
+def _make_car(rng: np.random.Generator, front_back: bool) -> Shape:
+    # One draw order for both styles (the front_back draws replace or follow the box car's), so each
+    # style's objects stay what they were when it was introduced.
     label = {n: i for i, n in enumerate(PART_NAMES["toycar"])}
     colour = _part_colours("toycar", rng)
     length, width = rng.uniform(0.85, 1.1), rng.uniform(0.38, 0.5)
@@ -145,19 +107,29 @@ def make_toycar_front_back(rng: np.random.Generator) -> Shape:
     wheel_x = length / 2 - wheel_r - rng.uniform(0.04, 0.1)
     wheel_y = width / 2 - 0.3 * wheel_t
     cab_l, cab_w = length * rng.uniform(0.4, 0.6), width * rng.uniform(0.75, 0.92)
-    cab_h, cab_x = rng.uniform(0.12, 0.2), -length * rng.uniform(0.06, 0.16)
-    hood_top = zb + body_h * rng.uniform(0.6, 0.75)
-    cab_top = top + cab_h
-    split_x = cab_x + cab_l / 2  # the rear body ends where the cabin does; the hood runs on to the front
-    prims: list[Primitive] = [
-        box_from_bounds([-length / 2, -width / 2, zb], [split_x, width / 2, top], label["body"], colour["body"]),
-        box_from_bounds([split_x - 0.01, -width / 2, zb], [length / 2, width / 2, hood_top], label["body"], colour["body"]),
-    ]  # fmt: skip
+    if front_back:
+        cab_h, cab_x = rng.uniform(0.12, 0.2), -length * rng.uniform(0.06, 0.16)
+        hood_top = zb + body_h * rng.uniform(0.6, 0.75)
+        split_x = cab_x + cab_l / 2  # the rear body ends where the cabin does; the hood runs on to the front
+        prims: list[Primitive] = [
+            box_from_bounds([-length / 2, -width / 2, zb], [split_x, width / 2, top], label["body"], colour["body"]),
+            box_from_bounds([split_x - 0.01, -width / 2, zb], [length / 2, width / 2, hood_top], label["body"], colour["body"]),
+        ]  # fmt: skip
+        front_h, front_kp = hood_top - zb, 0.3  # the front face is the hood's
+    else:
+        cab_h, cab_x = rng.uniform(0.12, 0.2), rng.uniform(-0.12, 0.08)
+        prims = [
+            box_from_bounds(
+                [-length / 2, -width / 2, zb], [length / 2, width / 2, top], label["body"], colour["body"]
+            )
+        ]
+        front_h, front_kp = body_h, 0.4
     hubs = []
     for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1)):  # fl, fr, rl, rr (left = +y)
         centre = np.array([sx * wheel_x, sy * wheel_y, wheel_r])
         prims.append(Cylinder(centre, 1, wheel_r, wheel_t / 2, label["wheel"], colour["wheel"]))
         hubs.append(centre + [0.0, sy * wheel_t / 2, 0.0])
+    cab_top = top + cab_h
     prims.append(
         box_from_bounds(
             [cab_x - cab_l / 2, -cab_w / 2, top - 0.01],
@@ -170,15 +142,14 @@ def make_toycar_front_back(rng: np.random.Generator) -> Shape:
         [cab_x + sx * 0.65 * cab_l / 2, sy * 0.65 * cab_w / 2, cab_top]
         for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1))
     ]
-    hood_h = hood_top - zb
-    light_z, light_y = zb + 0.6 * hood_h, 0.32 * width
+    light_z, light_y = zb + 0.6 * front_h, 0.32 * width
     lights = []
     for sy in (1, -1):
         lo = [length / 2 - 0.01, sy * light_y - 0.05, light_z - 0.03]
         hi = [length / 2 + 0.03, sy * light_y + 0.05, light_z + 0.03]
         prims.append(box_from_bounds(lo, hi, label["light"], colour["light"]))
         lights.append([length / 2 + 0.03, sy * light_y, light_z])
-    front = [length / 2, 0.0, zb + 0.3 * hood_h]
+    front = [length / 2, 0.0, zb + front_kp * front_h]
     rear = [-length / 2, 0.0, zb + 0.5 * body_h]
     keypoints = np.array([*hubs, *roof, front, rear, *lights], dtype=np.float64)
     return _normalise("toycar", prims, keypoints)
