@@ -41,6 +41,7 @@ from featurenerf.data.synth.shapes import (
     PART_NAMES,
     Shape,
     make_shape,
+    resolve_style,
     shape_styles,
 )
 from featurenerf.io import atomic_write_json
@@ -235,9 +236,8 @@ def generate_dataset(
     """
     if category not in CATEGORIES:
         raise ValueError(f"unknown synthetic category {category!r}; expected one of {', '.join(CATEGORIES)}")
-    styles = shape_styles(category)
-    if style is not None and style not in styles:
-        raise ValueError(f"{category}: unknown shape style {style!r}; expected one of {', '.join(styles)}")
+    default_style = shape_styles(category)[0]
+    style = resolve_style(category, style)  # checked before anything is written
     if train_cameras not in TRAIN_CAMERAS:
         raise ValueError(f"train_cameras: expected one of {', '.join(TRAIN_CAMERAS)}, got {train_cameras!r}")
     if objects < 1 or views < 1 or size < 4:
@@ -255,7 +255,7 @@ def generate_dataset(
         "split_fractions": [float(x) for x in split_fractions],
         "cameras": "shared_per_split" if train_cameras == "shared" else "per_object_train_shared_eval",
     }
-    if style not in (None, styles[0]):  # recorded only when not the default: older records stay equal
+    if style != default_style:  # recorded only when not the default: older records stay equal
         settings["style"] = style
     _claim_root(root, settings)
     meta = Meta(category, PART_NAMES[category], KEYPOINT_NAMES[category], NEAR, FAR, "white")

@@ -224,14 +224,23 @@ def shape_styles(category: str) -> tuple[str, ...]:
     return tuple(BUILDERS[category])
 
 
+def resolve_style(category: str, style: str | None) -> str:
+    """``style`` checked against ``category``'s styles, or the category's default when None.
+
+    Raises:
+        ValueError: unknown category or style (one line naming the choices).
+    """
+    if category not in BUILDERS:
+        raise ValueError(f"unknown synthetic category {category!r}; expected one of {', '.join(CATEGORIES)}")
+    styles = shape_styles(category)
+    if style is None:
+        return styles[0]
+    if style not in styles:
+        raise ValueError(f"{category}: unknown shape style {style!r}; expected one of {', '.join(styles)}")
+    return style
+
+
 def make_shape(category: str, rng: np.random.Generator, style: str | None = None) -> Shape:
     """Build one random object of ``category`` (one of :data:`CATEGORIES`) in ``style`` (default: the
     category's first, :func:`shape_styles`)."""
-    if category not in BUILDERS:
-        raise ValueError(f"unknown synthetic category {category!r}; expected one of {', '.join(CATEGORIES)}")
-    styles = BUILDERS[category]
-    if style is None:
-        style = next(iter(styles))
-    if style not in styles:
-        raise ValueError(f"{category}: unknown shape style {style!r}; expected one of {', '.join(styles)}")
-    return styles[style](rng)
+    return BUILDERS[category][resolve_style(category, style)](rng)
