@@ -134,7 +134,7 @@ def test_results_md_has_every_row_with_an_interval(study):
                 assert f"{task} / {kind}/{metric}" in names
     assert "novel_view / cross_view/PSNR" in names and "novel_view / cross_view/SSIM" in names
     # Which generator made the data: figures of different toy-car versions are not comparable.
-    assert "; toy_cars made by data synth version 2" in md
+    assert "; toy_cars: data synth version 2, 5 objects × 3 views × 32 px, seed 0" in md
     for metric in ("err", "R2", "R2_z", "acc@0.1", "drift"):
         assert f"canonical_coords / cross_view/{metric}" in names
     # The parts_oracle diagnostic has its own table and its 80 % check, both kinds of pair.

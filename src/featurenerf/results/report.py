@@ -228,10 +228,11 @@ def wall_times(out: Path, jobs: list[Job]) -> dict:
 
 
 def data_versions(jobs: list[Job]) -> dict[str, str | None]:
-    """Category → how its data was made, from ``synth.json``: ``data synth`` version, plus the options
-    that change the data when not the default (``style``, per-object training cameras); None when the
-    data was not made by ``data synth`` or the record is unreadable. Figures of toy data made
-    differently are not comparable."""
+    """Category → how its data was made, from ``synth.json``: ``data synth`` version, its size (objects ×
+    views × px, seed: the data found may predate the study's own settings), plus the options that change
+    the data when not the default (``style``, per-object training cameras); None when the data was not
+    made by ``data synth`` or the record is unreadable. Figures of toy data made differently are not
+    comparable."""
     out: dict[str, str | None] = {}
     for job in jobs:
         if job.kind != "prepare" or "--root" not in job.argv:
@@ -239,7 +240,10 @@ def data_versions(jobs: list[Job]) -> dict[str, str | None]:
         record = Path(job.argv[job.argv.index("--root") + 1]) / "synth.json"
         try:
             made = json.loads(record.read_text())
-            text = f"version {int(made['version'])}"
+            text = (
+                f"version {int(made['version'])}, {int(made['objects'])} objects × {int(made['views'])} views "
+                f"× {int(made['size'])} px, seed {int(made['seed'])}"
+            )
         except (OSError, ValueError, KeyError, TypeError):
             out[job.category] = None
             continue
@@ -262,10 +266,10 @@ def _budget_lines(
         f"- evaluation: {budget.pairs} cross-instance and {budget.pairs} cross-view test pairs per task, "
         f"drawn once with pair seed {budget.pair_seed} and shared by every method and seed; the novel-view "
         f"validation line over {budget.val_objects} held-out val objects",
-        f"- data: `featurenerf data synth` ({budget.objects} objects × {budget.views} views × {budget.size} px, "
-        "seed 0) when missing"
+        f"- data: made by `featurenerf data synth` ({budget.objects} objects × {budget.views} views × "
+        f"{budget.size} px, seed 0) where missing"
         + "".join(
-            f"; {cat} made by data synth {v if v is not None else '(unknown version)'}"
+            f"; {cat}: data synth {v if v is not None else '(unknown version)'}"
             for cat, v in (versions or {}).items()
         ),
         f"- device: {device_line(budget)}",
