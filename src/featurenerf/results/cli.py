@@ -63,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=24)
     p.add_argument("--size", type=int, default=128)
     p.add_argument(
+        "--train-cameras",
+        choices=("shared", "per_object"),
+        default="shared",
+        help="data synth --train-cameras for the data made (data found made otherwise is refused)",
+    )
+    p.add_argument(
+        "--style",
+        nargs="+",
+        default=[],
+        metavar="CATEGORY=STYLE",
+        help="data synth --style per category, e.g. toy_cars=front_back (default: each category's own)",
+    )
+    p.add_argument(
         "--data-dir", type=Path, default=None, help="where the categories' data lives (default data/)"
     )
     p.add_argument(
@@ -75,6 +88,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="rewrite the report from finished evaluations")
     p.add_argument("--dry-run", action="store_true", help="print the plan's commands and exit")
     return p
+
+
+def _styles(pairs: list[str]) -> tuple[tuple[str, str], ...] | str:
+    """``CATEGORY=STYLE`` arguments checked against the categories and their styles, or why not (one line)."""
+    from featurenerf.data.synth.shapes import resolve_style
+
+    from .plan import CATEGORIES
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, _, style = pair.partition("=")
+        if name not in CATEGORIES or not style:
+            return f"{pair!r}: expected CATEGORY=STYLE with CATEGORY one of {', '.join(CATEGORIES)}"
+        try:
+            out[name] = resolve_style(CATEGORIES[name].synth, style)
+        except ValueError as err:
+            return f"{pair!r}: {err}"
+    return tuple(out.items())
 
 
 def _terminate(signum, frame) -> None:
@@ -106,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     steps = args.steps or (GPU_STEPS if args.device == "cuda" else CPU_STEPS)
+    styles = _styles(args.style)
+    if isinstance(styles, str):
+        print(f"featurenerf results: error: --style {styles}", file=sys.stderr)
+        return 2
     budget = Budget(
         steps=steps,
         seeds=tuple(dict.fromkeys(args.seeds)),
@@ -115,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         objects=args.objects,
         views=args.views,
         size=args.size,
+        train_cameras=args.train_cameras,
+        styles=styles,
         device=args.device,
         jobs=args.jobs,
         threads=args.threads,

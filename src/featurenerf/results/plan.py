@@ -74,6 +74,8 @@ class Budget:
         pair_seed: seed of the pair draw (one for all methods and training seeds).
         val_objects: held-out objects of the novel-view validation line (copy-the-input baseline).
         objects, views, size: ``data synth`` settings when the data is missing.
+        train_cameras, styles: ``data synth`` options (``--train-cameras``; ``--style`` per category name,
+            e.g. ``(("toy_cars", "front_back"),)``); data found made with other options is refused.
         device: ``cpu`` or ``cuda``.
         jobs: processes run at once; threads: torch threads per process.
         cache_mb: rendered-descriptor cache of each evaluation (MB; large enough for every view).
@@ -90,6 +92,8 @@ class Budget:
     objects: int = 48
     views: int = 24
     size: int = 128
+    train_cameras: str = "shared"
+    styles: tuple[tuple[str, str], ...] = ()
     device: str = "cpu"
     jobs: int = 2
     threads: int = 1
@@ -216,6 +220,11 @@ def eval_args(budget: Budget, variant: str) -> list[str]:
 
 def _prepare_job(cat: Category, budget: Budget, out: Path) -> Job:
     """The data-preparation job of ``cat`` (``prepare-<category>``; every fit and evaluation of it waits)."""
+    style = dict(budget.styles).get(cat.name)
+    # Non-default options join the done marker's spec (so a study asking for other data prepares again,
+    # and is refused there if the data differs); default ones leave earlier studies' markers valid.
+    options = {"train_cameras": budget.train_cameras} if budget.train_cameras != "shared" else {}
+    options |= {"style": style} if style else {}
     return Job(
         f"prepare-{cat.name}",
         "prepare",
@@ -235,13 +244,16 @@ def _prepare_job(cat: Category, budget: Budget, out: Path) -> Job:
             str(budget.views),
             "--size",
             str(budget.size),
+            "--train-cameras",
+            budget.train_cameras,
+            *(["--style", style] if style else []),
             "--device",
             budget.device,
             *budget.extra,
         ],
         category=cat.name,
         run_dir=out / "prepared" / cat.name,
-        spec={"config": str(cat.config), "root": str(cat.root), "extra": list(budget.extra)},
+        spec={"config": str(cat.config), "root": str(cat.root), "extra": list(budget.extra), **options},
     )
 
 

@@ -14,26 +14,55 @@ import sys
 from pathlib import Path
 
 
-def synth_if_missing(category: str, root: Path, objects: int, views: int, size: int) -> int:
+def synth_if_missing(
+    category: str,
+    root: Path,
+    objects: int,
+    views: int,
+    size: int,
+    style: str | None = None,
+    train_cameras: str = "shared",
+) -> int:
     """``featurenerf data synth`` into ``root`` unless it already holds a dataset; returns an exit status.
 
-    A dataset from an older generator version is refused (status 2): the study compares against
-    figures made with today's.
+    ``style`` (None: the category's default) and ``train_cameras`` are ``data synth``'s options. A
+    dataset from an older generator version, or one made with other options than these, is refused
+    (status 2, one line naming its ``synth.json``): the study would measure other objects than it says.
+    A dataset found with another size is used as it is (the report names its size).
     """
-    from featurenerf.data.synth.generate import stale_dataset
+    from featurenerf.data.synth.generate import recorded_options, stale_dataset
+    from featurenerf.data.synth.shapes import resolve_style
 
+    try:
+        want = {"style": resolve_style(category, style), "train_cameras": train_cameras}
+    except ValueError as err:
+        print(f"prepare: error: {err}", file=sys.stderr)
+        return 2
     if (stale := stale_dataset(root)) is not None:
         print(f"prepare: error: {stale}", file=sys.stderr)
         return 2
     if (root / "meta.json").exists():
+        made = recorded_options(root)
+        if made is not None and made != want:
+            print(
+                f"prepare: error: {root / 'synth.json'}: made with {_options(made)}, the study asks for "
+                f"{_options(want)}; delete {root} or give another --data-dir",
+                file=sys.stderr,
+            )
+            return 2
         print(f"prepare: {root} exists, not regenerated", flush=True)
         return 0
     from featurenerf.cli import main as cli_main
 
     argv = ["data", "synth", "--category", category, "--out", str(root), "--objects", str(objects)]
     argv += ["--views", str(views), "--size", str(size), "--seed", "0", "--quiet"]
+    argv += ["--style", want["style"], "--train-cameras", train_cameras]
     print("prepare: featurenerf " + " ".join(argv), flush=True)
     return cli_main(argv)
+
+
+def _options(options: dict[str, str]) -> str:
+    return f"--style {options['style']} --train-cameras {options['train_cameras']}"
 
 
 def fill_teacher_cache(config: Path, root: Path, device: str, overrides: list[str]) -> int:
@@ -88,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objects", type=int, default=48)
     p.add_argument("--views", type=int, default=24)
     p.add_argument("--size", type=int, default=128)
+    p.add_argument("--style", default=None, help="data synth shape style (default: the category's)")
+    p.add_argument("--train-cameras", default="shared", choices=("shared", "per_object"))
     p.add_argument("--device", default="cpu")
     args, overrides = p.parse_known_args(argv)
-    rc = synth_if_missing(args.category, args.root, args.objects, args.views, args.size)
+    rc = synth_if_missing(
+        args.category, args.root, args.objects, args.views, args.size, args.style, args.train_cameras
+    )
     if rc:
         return rc
     return fill_teacher_cache(args.config, args.root, args.device, overrides)

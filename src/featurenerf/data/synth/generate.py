@@ -207,6 +207,19 @@ def stale_dataset(root: Path) -> str | None:
     )
 
 
+def recorded_options(root: Path) -> dict[str, str] | None:
+    """The options that change what ``root``'s objects are: ``{"style": ..., "train_cameras": ...}``,
+    read from ``root/synth.json`` (the category's default style when none is recorded); ``None`` when
+    ``root`` holds no readable record (not made by ``data synth``)."""
+    try:
+        made = json.loads((Path(root) / "synth.json").read_text())
+        style = made.get("style") or shape_styles(made["category"])[0]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    cameras = "per_object" if made.get("cameras") == "per_object_train_shared_eval" else "shared"
+    return {"style": style, "train_cameras": cameras}
+
+
 def generate_dataset(
     category: str,
     out: Path,

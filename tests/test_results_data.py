@@ -1,0 +1,69 @@
+"""The study's data: made with the options it asks for, refused when made otherwise, and named in the report."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from featurenerf.data.synth import generate_dataset
+from featurenerf.results.plan import CATEGORIES, Budget, make_plan
+from featurenerf.results.report import data_versions
+
+
+def test_data_line_reads_each_categorys_record_not_the_studys_settings(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # Cars made with both non-default options and another size than the study's; chairs never made.
+    generate_dataset(
+        "toycar", data / "toy_cars", objects=2, views=2, size=16, seed=3, progress=False,
+        split_fractions=(0.5, 0.0, 0.5), style="front_back", train_cameras="per_object",
+    )  # fmt: skip
+    cats = [replace(c, root=data / c.root.name) for c in (CATEGORIES["toy_cars"], CATEGORIES["toy_chairs"])]
+    jobs = make_plan(cats, Budget(steps=3, seeds=(0, 1), pairs=3), tmp_path / "out")
+    assert data_versions(jobs) == {
+        "toy_cars": "version 2, 2 objects × 2 views × 16 px, seed 3, --style front_back, "
+        "--train-cameras per_object",
+        "toy_chairs": None,
+    }
+
+
+def test_prepare_makes_the_asked_data_and_refuses_data_made_otherwise(tmp_path: Path, capsys) -> None:
+    from featurenerf.data.synth.generate import recorded_options
+    from featurenerf.results.prepare import synth_if_missing
+
+    root = tmp_path / "toy_cars"
+    assert synth_if_missing("toycar", root, 2, 2, 16, "front_back", "per_object") == 0
+    assert recorded_options(root) == {"style": "front_back", "train_cameras": "per_object"}
+    capsys.readouterr()
+    # Found again with the same options: used as it is; with others: one line naming the record.
+    assert synth_if_missing("toycar", root, 5, 5, 16, "front_back", "per_object") == 0
+    assert "exists, not regenerated" in capsys.readouterr().out
+    assert synth_if_missing("toycar", root, 2, 2, 16) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"prepare: error: {root / 'synth.json'}: made with --style front_back --train-cameras per_object, "
+        f"the study asks for --style box --train-cameras shared; delete {root} or give another --data-dir"
+    )
+    assert synth_if_missing("toycar", tmp_path / "other", 2, 2, 16, "round") == 2
+    assert "unknown shape style 'round'" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
+def test_results_command_passes_the_data_options_to_prepare_and_checks_them(capsys) -> None:
+    from featurenerf.results.cli import main
+
+    argv = ["--dry-run", "--categories", "toy_cars", "toy_chairs", "--no-oracle"]
+    assert main([*argv, "--train-cameras", "per_object", "--style", "toy_cars=front_back"]) == 0
+    cars, chairs = capsys.readouterr().out.splitlines()[:2]
+    assert cars.endswith("--train-cameras per_object --style front_back --device cpu")
+    assert chairs.endswith("--train-cameras per_object --device cpu")  # chairs keep their own style
+    assert main([*argv, "--style", "toy_chairs=front_back"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "featurenerf results: error: --style 'toy_chairs=front_back': toychair: unknown shape style "
+        "'front_back'; expected one of default"
+    )
+
+
+def test_non_default_data_options_join_the_prepare_marker_spec_default_ones_do_not(tmp_path: Path) -> None:
+    cats = [CATEGORIES["toy_cars"]]
+    plain = make_plan(cats, Budget(steps=3, pairs=3), tmp_path)[0]
+    asked = make_plan(cats, Budget(steps=3, pairs=3, styles=(("toy_cars", "front_back"),)), tmp_path)[0]
+    assert plain.spec == {"config": "configs/toy_cars.yaml", "root": "data/toy_cars", "extra": []}
+    assert asked.spec == {**plain.spec, "style": "front_back"}
