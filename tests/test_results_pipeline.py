@@ -231,3 +231,30 @@ def test_an_evaluation_overwritten_by_a_later_validate_is_not_reused(study):
     finally:
         per_pair.write_text(saved)
     assert is_done(job)
+
+
+def test_the_report_cites_the_last_invocation_that_ran_jobs_even_when_rewritten(study):
+    """The second invocation skipped everything and ``--report-only`` runs nothing: both keep citing the
+    first invocation's command and wall time rather than dropping the line or citing a no-op."""
+    import os
+    import subprocess
+
+    work = study["work"]
+    first_command = json.loads((work / "out" / "last_run.json").read_text())["command"]
+    assert (
+        first_command.startswith("featurenerf results --categories toy_cars")
+        and "--report-only" not in first_command
+    )
+    argv = [sys.executable, "-m", "featurenerf.results", "--categories", "toy_cars", "--seeds", "0", "1"]
+    argv += ["--steps", "3", "--pairs", "3", "--val-objects", "1", "--replicates", "200", "--report-only"]
+    argv += ["--config-dir", "configs", "--data-dir", "data", "--out", "out", "--docs", "docs"]
+    env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="1")
+    done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    md = (work / "docs" / "results.md").read_text()
+    line = next(
+        x for x in md.splitlines() if x.startswith("- wall time of the last invocation that ran jobs")
+    )
+    assert line.endswith(f"min (`{first_command}`)") and float(line.split(": ")[1].split(" min")[0]) > 0
+    assert "--report-only" in md.splitlines()[2]  # the rewrite itself is still named as the generator
+    assert json.loads((work / "docs" / "results.json").read_text())["last_run"]["command"] == first_command

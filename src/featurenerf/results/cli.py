@@ -10,6 +10,7 @@ budget ({gpu_steps} steps, {gpu_pairs} pairs). Anything not recognised here is p
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import signal
 import sys
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 CPU_STEPS = 700
+#: ``<out>/last_run.json``: command and wall time of the last invocation that ran jobs (the report cites it).
+LAST_RUN = "last_run.json"
 GPU_STEPS = 5000
 CPU_PAIRS = 200
 GPU_PAIRS = 200
@@ -115,6 +118,8 @@ def _terminate(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     from dataclasses import replace
 
+    from featurenerf.io import atomic_write_json
+
     from .plan import CATEGORIES, Budget, make_plan
     from .report import write_report
     from .runner import PlanError, run_jobs
@@ -184,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         except PlanError as err:
             print(f"featurenerf results: error: {err}", file=sys.stderr)
             return 2
-    total = None if args.report_only else time.time() - start
-    md = write_report(jobs, budget, args.out, args.docs, command.strip(), total, args.replicates)
+    record = args.out / LAST_RUN
+    if any(s != "skipped" for s in status.values()):  # this invocation ran jobs: it is the one to cite
+        atomic_write_json(record, {"command": command.strip(), "wall_s": round(time.time() - start, 1)})
+    last_run = json.loads(record.read_text()) if record.is_file() else None
+    md = write_report(jobs, budget, args.out, args.docs, command.strip(), last_run, args.replicates)
     failed = [n for n, s in status.items() if s in ("failed", "blocked")]
     print(f"results: {md} ({len(failed)} job(s) failed or blocked)" if failed else f"results: {md}")
     return 1 if failed else 0

@@ -256,7 +256,7 @@ def data_versions(jobs: list[Job]) -> dict[str, str | None]:
 
 
 def _budget_lines(
-    budget: Budget, walls: dict, total_s: float | None, versions: dict[str, str | None] | None = None
+    budget: Budget, walls: dict, last_run: dict | None, versions: dict[str, str | None] | None = None
 ) -> list[str]:
     fits = [v for k, v in walls["per_job"].items() if k.startswith("fit-")]
     evals = [v for k, v in walls["per_job"].items() if k.startswith("eval-")]
@@ -282,8 +282,11 @@ def _budget_lines(
         lines.append(
             f"- wall time: evaluations {sum(evals) / 60:.1f} min in all ({sum(evals) / len(evals):.0f} s each on average)"
         )
-    if total_s is not None:
-        lines.append(f"- wall time of the last `make results` invocation: {total_s / 60:.1f} min")
+    if last_run is not None:
+        lines.append(
+            f"- wall time of the last invocation that ran jobs: {last_run['wall_s'] / 60:.1f} min "
+            f"(`{last_run['command']}`)"
+        )
     return lines
 
 
@@ -374,7 +377,7 @@ def write_report(
     out: Path,
     docs: Path,
     command: str,
-    total_s: float | None = None,
+    last_run: dict | None = None,
     replicates: int = DEFAULT_REPLICATES,
     boot_seed: int = DEFAULT_SEED,
 ) -> Path:
@@ -385,12 +388,13 @@ def write_report(
     walls = wall_times(out, jobs)
     method = BOOTSTRAP_METHOD.format(replicates=replicates, seed=boot_seed)
     versions = data_versions(jobs)
-    budget_lines = _budget_lines(budget, walls, total_s, versions)
+    budget_lines = _budget_lines(budget, walls, last_run, versions)
     lines = [*_intro_lines(command, method), "", "## Budget", "", *budget_lines]
     results_json: dict = {
         "command": command,
         "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in budget.__dict__.items()},
         "data_synth": versions,
+        "last_run": last_run,
         "bootstrap": {"method": method, "replicates": replicates, "seed": boot_seed, "level": 0.95},
         "categories": {},
         "validation": validation,
