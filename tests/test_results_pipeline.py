@@ -257,4 +257,6 @@ def test_the_report_cites_the_last_invocation_that_ran_jobs_even_when_rewritten(
     )
     assert line.endswith(f"min (`{first_command}`)") and float(line.split(": ")[1].split(" min")[0]) > 0
     assert "--report-only" in md.splitlines()[2]  # the rewrite itself is still named as the generator
+    commands = md.split("## Commands")[1].splitlines()
+    assert commands[2] == f"    {first_command}"  # but the command to rerun is the one that ran the jobs
     assert json.loads((work / "docs" / "results.json").read_text())["last_run"]["command"] == first_command

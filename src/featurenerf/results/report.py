@@ -411,7 +411,8 @@ def write_report(
         "",
         "## Commands",
         "",
-        f"    {command}",
+        # A report-only rewrite names the invocation that ran the jobs: that is the one to rerun.
+        f"    {last_run['command'] if last_run and '--report-only' in command else command}",
         "",
         "Which runs, in order (each skipped when done):",
         "",
