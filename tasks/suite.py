@@ -10,6 +10,7 @@ tasks are ordinary validation loops they also run under DDP and periodically dur
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -361,9 +362,9 @@ class TaskSuite:
             f"from the {self.split!r} split ({source}), {self.image_size} px{shots}"
         )
 
-    def table(self, results: dict, step: int = 0) -> str:
+    def table(self, results: dict, step: int = 0, extra_notes: Sequence[str] = ()) -> str:
         """The results as one Markdown table (rows task / metric, columns methods) with notes."""
-        notes = [*self.protocol_notes(), *self.notes]
+        notes = [*self.protocol_notes(), *self.notes, *extra_notes]
         return results_table(results, header=f"Tasks at step {step}: {self.describe()}.", notes=notes)
 
     def write(self, results: dict, step: int = 0, per_pair: dict | None = None) -> None:
@@ -378,13 +379,54 @@ class TaskSuite:
             t: {m: {k: (None if math.isnan(v) else v) for k, v in vals.items()} for m, vals in per.items()}
             for t, per in results.items()
         }
+        kept, kept_pairs = self._earlier_results(clean, step)
+        table, kept_note = dict(results), []
+        if kept:
+            clean, table = {**kept, **clean}, {**kept, **results}
+            per_pair = None if per_pair is None else {**kept_pairs, **per_pair}
+            kept_note = [f"{', '.join(kept)}: kept from an earlier validate of the same checkpoint and pairs"]
         # "protocol" sits beside the tasks: how the pairs were made (camera matching, cross-view baseline).
         atomic_write_json(self.out_dir / "results.json", {**clean, "protocol": self.protocol})
         with atomic_write(self.out_dir / "results.md", "w") as fh:
-            fh.write(self.table(results, step) + "\n")
+            fh.write(self.table(table, step, kept_note) + "\n")
         write_pairs_file(self.out_dir / "pairs.json", self.pairs)
         if per_pair is not None:
             atomic_write_json(self.out_dir / "per_pair.json", {"step": step, "tasks": per_pair})
+
+    def _earlier_results(self, results: dict, step: int) -> tuple[dict, dict]:
+        """Tasks an earlier ``validate`` wrote into ``out_dir`` that this one does not redo, with their
+        per-pair values, when they are comparable: same checkpoint step, pairs, protocol and settings.
+
+        So ``validate --task part_seg`` then ``--task keypoints`` leaves both in ``results.json``. Tasks
+        that are not comparable are replaced, and a line on stderr says which.
+        """
+        try:
+            old = json.loads((self.out_dir / "results.json").read_text())
+            old_pairs = json.loads((self.out_dir / "pairs.json").read_text())
+            old_per_pair = json.loads((self.out_dir / "per_pair.json").read_text())
+            old_header = (self.out_dir / "results.md").read_text().splitlines()[0]
+        except (OSError, ValueError, IndexError):
+            return {}, {}
+        if not isinstance(old, dict):
+            return {}, {}
+        others = [t for t in old if t != "protocol" and t not in results]
+        if not others:
+            return {}, {}
+        same = (
+            old_pairs == json.loads(json.dumps(self.pairs.to_json()))
+            and old.get("protocol") == json.loads(json.dumps(self.protocol))
+            and old_per_pair.get("step") == step
+            and old_header == f"Tasks at step {step}: {self.describe()}."
+            and all(t in old_per_pair.get("tasks", {}) for t in others)
+        )
+        if not same:
+            print(
+                f"tasks: {self.out_dir / 'results.json'}: replacing {', '.join(others)} of an earlier validate "
+                "(another checkpoint step, pairs or settings)",
+                file=sys.stderr,
+            )
+            return {}, {}
+        return {t: old[t] for t in others}, {t: old_per_pair["tasks"][t] for t in others}
 
 
 def check_pair_options(match_camera: str, baseline_min_deg: float, baseline_max_deg: float) -> None:

@@ -360,3 +360,33 @@ def test_truncated_task_loaders_are_noted(toy_root, tmp_path):
         "part_seg_3d: only 2 of 6 pairs per process were evaluated "
         "(trainer.limit_val_batches; pass --trainer.limit_val_batches 1.0 for all)"
     ]
+
+
+def test_a_later_validate_of_other_tasks_keeps_the_earlier_ones_when_comparable(toy_root, tmp_path, capfd):
+    """``validate --task part_seg`` then ``--task keypoints`` on one checkpoint: both stay in the results;
+    another pair draw replaces them, and says so in one line."""
+    from featurenerf.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", feature_dim=0)
+    config = write_config(tmp_path / "config.yaml", toy_root, tmp_path / "runs")
+    base = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--tasks.split", "train"]
+    out = tmp_path / "run" / "tasks"
+    assert main([*base, "--task", "part_seg", "--tasks.num_pairs", "2"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert main([*base, "--task", "keypoints", "--tasks.num_pairs", "2"]) == 0
+    both = json.loads((out / "results.json").read_text())
+    assert set(both) - {"protocol"} == {"part_seg_2d", "part_seg_3d", "keypoints_2d", "keypoints_3d"}
+    assert both["part_seg_3d"] == first["part_seg_3d"]
+    per_pair = json.loads((out / "per_pair.json").read_text())["tasks"]
+    assert set(per_pair) == {"part_seg_2d", "part_seg_3d", "keypoints_2d", "keypoints_3d"}
+    md = (out / "results.md").read_text()
+    assert "| part_seg_3d / cross_inst/mIoU |" in md and "| keypoints_3d / cross_inst/PCK@0.1 |" in md
+    assert "- part_seg_2d, part_seg_3d: kept from an earlier validate of the same checkpoint and pairs" in md
+    capfd.readouterr()
+    # Three pairs are another draw: the earlier tasks are not comparable and are replaced, with a line.
+    assert main([*base, "--task", "part_seg", "--tasks.num_pairs", "3"]) == 0
+    assert set(json.loads((out / "results.json").read_text())) == {"part_seg_2d", "part_seg_3d", "protocol"}
+    err = capfd.readouterr().err
+    assert (
+        f"tasks: {out / 'results.json'}: replacing keypoints_2d, keypoints_3d of an earlier validate" in err
+    )
