@@ -115,41 +115,24 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from dataclasses import replace
+def _budget(args: argparse.Namespace, extra: list[str]):
+    """The study's :class:`~featurenerf.results.plan.Budget` from the parsed arguments, or why not (one
+    line). ``extra``: the arguments not recognised here, passed on as config overrides."""
+    from .plan import Budget
 
-    from featurenerf.io import atomic_write_json
-
-    from .plan import CATEGORIES, Budget, make_plan
-    from .report import write_report
-    from .runner import PlanError, run_jobs
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, extra = _parser().parse_known_args(argv)
     bad = [a for a in extra if a.startswith("--") and not a.startswith(("--model.", "--data.", "--trainer."))]
     if bad:
-        print(
-            f"featurenerf results: error: unknown option {bad[0]} (overrides start with --model., --data. or --trainer.)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.pairs is None:
-        args.pairs = GPU_PAIRS if args.device == "cuda" else CPU_PAIRS
-    if args.pairs < 1 or not args.seeds or args.jobs < 1 or args.threads < 1:
-        print(
-            "featurenerf results: error: --pairs, --jobs and --threads must be >= 1 and --seeds non-empty",
-            file=sys.stderr,
-        )
-        return 2
-    steps = args.steps or (GPU_STEPS if args.device == "cuda" else CPU_STEPS)
+        return f"unknown option {bad[0]} (overrides start with --model., --data. or --trainer.)"
+    pairs = args.pairs if args.pairs is not None else (GPU_PAIRS if args.device == "cuda" else CPU_PAIRS)
+    if pairs < 1 or not args.seeds or args.jobs < 1 or args.threads < 1:
+        return "--pairs, --jobs and --threads must be >= 1 and --seeds non-empty"
     styles = _styles(args.style)
     if isinstance(styles, str):
-        print(f"featurenerf results: error: --style {styles}", file=sys.stderr)
-        return 2
-    budget = Budget(
-        steps=steps,
+        return f"--style {styles}"
+    return Budget(
+        steps=args.steps or (GPU_STEPS if args.device == "cuda" else CPU_STEPS),
         seeds=tuple(dict.fromkeys(args.seeds)),
-        pairs=args.pairs,
+        pairs=pairs,
         pair_seed=args.pair_seed,
         val_objects=args.val_objects,
         objects=args.objects,
@@ -164,6 +147,23 @@ def main(argv: list[str] | None = None) -> int:
         variants=tuple(dict.fromkeys(args.variants)),
         oracle=args.oracle,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dataclasses import replace
+
+    from featurenerf.io import atomic_write_json
+
+    from .plan import CATEGORIES, make_plan
+    from .report import write_report
+    from .runner import PlanError, run_jobs
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = _parser().parse_known_args(argv)
+    budget = _budget(args, extra)
+    if isinstance(budget, str):
+        print(f"featurenerf results: error: {budget}", file=sys.stderr)
+        return 2
     cats = [CATEGORIES[c] for c in args.categories]
     if args.data_dir is not None:
         cats = [replace(c, root=args.data_dir / c.root.name) for c in cats]
