@@ -62,8 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--jobs", type=int, default=2, help="processes at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--objects", type=int, default=48, help="data synth objects, when the data is missing")
-    p.add_argument("--views", type=int, default=24)
+    p.add_argument(
+        "--objects", type=int, default=64, help="data synth objects, when the data is missing (its default)"
+    )
+    p.add_argument("--views", type=int, default=50)
     p.add_argument("--size", type=int, default=128)
     p.add_argument(
         "--train-cameras",

@@ -89,8 +89,8 @@ class Budget:
     pairs: int = 200
     pair_seed: int = 0
     val_objects: int = 4
-    objects: int = 48
-    views: int = 24
+    objects: int = 64
+    views: int = 50
     size: int = 128
     train_cameras: str = "shared"
     styles: tuple[tuple[str, str], ...] = ()
