@@ -235,3 +235,21 @@ def test_an_integer_limit_of_one_batch_is_a_cap():
 
     assert caps_val_batches(1) and caps_val_batches(6) and caps_val_batches(0.5)
     assert not caps_val_batches(1.0) and not caps_val_batches(None)
+
+
+def test_output_piped_to_a_reader_that_stops_is_not_a_traceback() -> None:
+    """``featurenerf results --dry-run | head -1`` used to end in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    # 40 seeds print over 64 KB, more than a pipe holds: the writes after `head` exits must fail.
+    seeds = " ".join(map(str, range(40)))
+    run = subprocess.run(
+        f"'{sys.executable}' -m featurenerf.cli results --dry-run --seeds {seeds} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.stdout.startswith("python -m featurenerf.results.prepare") and run.stdout.count("\n") == 1
+    assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr

@@ -8,6 +8,7 @@ imported only once a command is chosen, so ``featurenerf --help`` starts fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from featurenerf.errors import FeatureNeRFError
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         except FeatureNeRFError as err:  # one line naming the file/option; no traceback
             print(f"featurenerf: error: {err}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # output piped to a reader that stopped (`| head`): not an error of ours
+            # Point stdout at devnull so the interpreter's final flush does not raise again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141  # 128 + SIGPIPE, as a shell tool killed by the broken pipe would report
     known = ", ".join([*LIGHTNING_COMMANDS, *COMMANDS])
     print(f"featurenerf: error: unknown command {command!r}; choose from {known}", file=sys.stderr)
     return 2
