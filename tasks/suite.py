@@ -402,15 +402,16 @@ class TaskSuite:
         """
         try:
             old = json.loads((self.out_dir / "results.json").read_text())
+        except (OSError, ValueError):
+            return {}, {}
+        others = [t for t in old if t != "protocol" and t not in results] if isinstance(old, dict) else []
+        if not others:  # the usual case (a fit's periodic validation): the larger files are not read
+            return {}, {}
+        try:
             old_pairs = json.loads((self.out_dir / "pairs.json").read_text())
             old_per_pair = json.loads((self.out_dir / "per_pair.json").read_text())
             old_header = (self.out_dir / "results.md").read_text().splitlines()[0]
         except (OSError, ValueError, IndexError):
-            return {}, {}
-        if not isinstance(old, dict):
-            return {}, {}
-        others = [t for t in old if t != "protocol" and t not in results]
-        if not others:
             return {}, {}
         same = (
             old_pairs == json.loads(json.dumps(self.pairs.to_json()))

@@ -16,6 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
+from featurenerf.data.synth.generate import recorded_options
+from featurenerf.data.synth.shapes import shape_styles
 from featurenerf.io import atomic_write, atomic_write_bytes, atomic_write_json
 from featurenerf.tasks.suite import format_value
 
@@ -244,12 +246,15 @@ def data_versions(jobs: list[Job]) -> dict[str, str | None]:
                 f"version {int(made['version'])}, {int(made['objects'])} objects × {int(made['views'])} views "
                 f"× {int(made['size'])} px, seed {int(made['seed'])}"
             )
+            default_style = shape_styles(made["category"])[0]
         except (OSError, ValueError, KeyError, TypeError):
             out[job.category] = None
             continue
-        if made.get("style"):
-            text += f", --style {made['style']}"
-        if made.get("cameras") == "per_object_train_shared_eval":
+        # The options as data synth reads its own record, named only where they are not the default.
+        options = recorded_options(record.parent) or {}
+        if options.get("style") not in (None, default_style):
+            text += f", --style {options['style']}"
+        if options.get("train_cameras") == "per_object":
             text += ", --train-cameras per_object"
         out[job.category] = text
     return out

@@ -126,6 +126,8 @@ def split_cameras(category: str, split: str, views: int, seed: int) -> np.ndarra
 
 #: ``train_cameras`` choices: every split shares one camera set, or training objects each draw their own.
 TRAIN_CAMERAS = ("shared", "per_object")
+#: How each ``train_cameras`` choice is recorded in ``synth.json`` (``"cameras"``).
+_CAMERAS_RECORD = {"shared": "shared_per_split", "per_object": "per_object_train_shared_eval"}
 
 
 def render_object(
@@ -216,7 +218,7 @@ def recorded_options(root: Path) -> dict[str, str] | None:
         style = made.get("style") or shape_styles(made["category"])[0]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    cameras = "per_object" if made.get("cameras") == "per_object_train_shared_eval" else "shared"
+    cameras = "per_object" if made.get("cameras") == _CAMERAS_RECORD["per_object"] else "shared"
     return {"style": style, "train_cameras": cameras}
 
 
@@ -266,7 +268,7 @@ def generate_dataset(
         "size": size,
         "seed": seed,
         "split_fractions": [float(x) for x in split_fractions],
-        "cameras": "shared_per_split" if train_cameras == "shared" else "per_object_train_shared_eval",
+        "cameras": _CAMERAS_RECORD[train_cameras],
     }
     if style != default_style:  # recorded only when not the default: older records stay equal
         settings["style"] = style
