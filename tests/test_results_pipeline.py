@@ -174,6 +174,17 @@ def test_results_json_keeps_per_pair_values_and_intervals(study):
     assert teacher["0"] == teacher["1"]
     assert data["budget"]["steps"] == 3 and data["bootstrap"]["replicates"] == 200
     assert data["wall_times"]["per_job"]["fit-toy_cars-pixelnerf-s1"] > 0
+    # Each per-pair list keeps the indices of its pairs, and the paired differences are computed on them.
+    pair_ids = data["pair_ids"]["toy_cars"]["part_seg_3d"]["cross_inst"]["featurenerf"]
+    assert {s: len(v) for s, v in pair_ids.items()} == {s: len(v) for s, v in per_seed.items()}
+    paired = data["categories"]["toy_cars"]["paired"]["part_seg_3d / cross_inst/mIoU"]["pixelnerf"]
+    pixel = data["per_pair"]["toy_cars"]["part_seg_3d"]["cross_inst/mIoU"]["pixelnerf"]
+    mean_diff = (
+        sum(sum(per_seed[s]) / len(per_seed[s]) - sum(pixel[s]) / len(pixel[s]) for s in ("0", "1")) / 2
+    )  # every pair is finite here, so the paired mean is the difference of the means
+    assert paired["mean"] == pytest.approx(mean_diff) and paired["seeds"] == 2
+    md = (study["work"] / "docs" / "results.md").read_text()
+    assert "### toy_cars: paired differences" in md and "| featurenerf minus | pixelnerf |" in md
 
 
 def test_second_invocation_trains_and_evaluates_nothing(study):

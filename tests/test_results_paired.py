@@ -1,0 +1,72 @@
+"""Paired differences of the results report: matched by pair index and seed, hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from featurenerf.results.bootstrap import Interval, bootstrap_interval
+from featurenerf.results.paired import paired_cell, paired_differences, paired_intervals, paired_table
+
+
+def test_differences_match_pairs_by_index_and_seeds_by_number() -> None:
+    ours = {0: ([0, 1, 2, 3], [0.5, 0.6, math.nan, 0.9]), 1: ([0, 1], [1.0, 1.0]), 2: ([0], [0.3])}
+    # Another order, one pair missing (2D keypoints drop pairs with no visible keypoint), no seed 2.
+    theirs = {0: ([3, 1, 0, 2], [0.4, 0.5, 0.2, 0.1]), 1: ([1], [0.25])}
+    diffs = paired_differences(ours, theirs)
+    assert len(diffs) == 2  # seeds 0 and 1: seed 2 has no baseline
+    # Seed 0: pair 2 is not finite for ours and is left out; pairs 0, 1, 3 are matched by index.
+    np.testing.assert_allclose(diffs[0], [0.5 - 0.2, 0.6 - 0.5, 0.9 - 0.4])
+    np.testing.assert_allclose(diffs[1], [0.75])
+
+
+def _study(noise: np.ndarray, gain: float) -> tuple[dict, dict]:
+    """values/ids of one category: featurenerf = pixelnerf + gain on every pair, both carrying the same
+    large pair-to-pair spread ``noise``; the pixelnerf run lists its pairs in reverse order."""
+    n = noise.size
+    idx = list(range(n))
+    ours = {s: list(0.5 + noise + gain) for s in (0, 1)}
+    theirs = {s: list((0.5 + noise)[::-1]) for s in (0, 1)}
+    values = {"part_seg_3d": {"cross_inst/mIoU": {"featurenerf": ours, "pixelnerf": theirs}}}
+    ids = {
+        "part_seg_3d": {
+            "cross_inst": {"featurenerf": {0: idx, 1: idx}, "pixelnerf": {0: idx[::-1], 1: idx[::-1]}}
+        }
+    }
+    return values, ids
+
+
+def test_a_small_steady_gain_is_resolved_where_separate_intervals_overlap() -> None:
+    noise = np.random.default_rng(0).normal(0.0, 0.2, size=50)
+    values, ids = _study(noise, gain=0.01)
+    rows = paired_intervals(values, ids, replicates=500)
+    ci = rows["part_seg_3d / cross_inst/mIoU"]["pixelnerf"]
+    # Every pair gains exactly 0.01, so every replicate does: the paired interval is that point.
+    assert ci.mean == pytest.approx(0.01) and ci.lo == pytest.approx(0.01) and ci.hi == pytest.approx(0.01)
+    assert ci.pairs == 100 and ci.seeds == 2
+    # The two methods' own intervals overlap widely: the separate-interval target could not see it.
+    per_col = values["part_seg_3d"]["cross_inst/mIoU"]
+    a = bootstrap_interval([per_col["featurenerf"][s] for s in (0, 1)], replicates=500)
+    b = bootstrap_interval([per_col["pixelnerf"][s] for s in (0, 1)], replicates=500)
+    assert a.overlaps(b)
+    lines = paired_table(rows)
+    assert lines[0] == "| featurenerf minus | pixelnerf |"
+    assert lines[2] == "| part_seg_3d / cross_inst/mIoU | **+1.0 [+1.0, +1.0]** |"
+
+
+def test_rows_without_featurenerf_or_outside_the_targets_are_left_out() -> None:
+    values = {
+        "part_seg_2d": {"cross_inst/mIoU": {"featurenerf": {0: [0.1]}, "pixelnerf": {0: [0.2]}}},
+        "keypoints_3d": {"cross_view/PCK@0.1": {"pixelnerf": {0: [0.2]}}},
+    }
+    ids = {"part_seg_2d": {"cross_inst": {"featurenerf": {0: [0]}, "pixelnerf": {0: [0]}}}}
+    assert paired_intervals(values, ids) == {}
+    assert paired_table({}) == []
+
+
+def test_cells_carry_sign_units_and_bold_only_when_zero_is_excluded() -> None:
+    assert paired_cell("cross_view/PSNR", Interval(-0.764, -0.85, -0.672, 400, 2)) == (
+        "**−0.76 [−0.85, −0.67]**"
+    )
+    assert paired_cell("cross_inst/PCK@0.1", Interval(0.004, -0.007, 0.015, 400, 2)) == "+0.4 [−0.7, +1.5]"
+    assert paired_cell("cross_inst/mIoU", None) == "–"
