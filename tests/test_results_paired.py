@@ -70,3 +70,63 @@ def test_cells_carry_sign_units_and_bold_only_when_zero_is_excluded() -> None:
     )
     assert paired_cell("cross_inst/PCK@0.1", Interval(0.004, -0.007, 0.015, 400, 2)) == "+0.4 [−0.7, +1.5]"
     assert paired_cell("cross_inst/mIoU", None) == "–"
+
+
+# ---------------------------------------------------------------- featurenerf results compare
+
+
+def _report(values: list[float], test_data: str = "t1", pairs: str = "p1") -> dict:
+    """A minimal results.json of one category: featurenerf's per-pair 3D part mIoU for seeds 0 and 1."""
+    ids = list(range(len(values)))
+    return {
+        "per_pair": {
+            "toy_chairs": {"part_seg_3d": {"cross_inst/mIoU": {"featurenerf": {"0": values, "1": values}}}}
+        },
+        "pair_ids": {"toy_chairs": {"part_seg_3d": {"cross_inst": {"featurenerf": {"0": ids, "1": ids}}}}},
+        "digests": {"toy_chairs": {"pairs": pairs, "test_data": test_data}},
+    }
+
+
+def test_compare_subtracts_pair_by_pair_across_studies() -> None:
+    from featurenerf.results.compare import compare
+
+    a = _report([0.5, 0.7, 0.9])
+    b = _report([0.4, 0.6, 0.8])
+    lines, skipped = compare(a, b, ("a.json", "b.json"), replicates=200)
+    assert skipped == []
+    assert "| A minus B | featurenerf |" in lines
+    assert "| part_seg_3d / cross_inst/mIoU | **+10.0 [+10.0, +10.0]** |" in lines
+
+
+def test_compare_refuses_other_test_images_or_pairs_with_one_line() -> None:
+    from featurenerf.errors import ConfigError
+    from featurenerf.results.compare import compare
+
+    a = _report([0.5])
+    for other, what in (
+        (_report([0.4], test_data="t2"), "test images"),
+        (_report([0.4], pairs="p2"), "test pairs"),
+    ):
+        with pytest.raises(ConfigError, match=f"b.json: toy_chairs: its {what} differ from a.json's"):
+            compare(a, other, ("a.json", "b.json"))
+    old = _report([0.4])
+    del old["digests"]
+    with pytest.raises(ConfigError, match="b.json: toy_chairs: no digest of its test pairs"):
+        compare(a, old, ("a.json", "b.json"))
+    with pytest.raises(ConfigError, match="a.json: no category toy_cars"):
+        compare(a, a, ("a.json", "b.json"), categories=["toy_cars"])
+
+
+def test_the_test_split_digest_sees_test_files_only(tmp_path) -> None:
+    from featurenerf.results.compare import digest_of_test_split
+
+    for split in ("train", "test"):
+        obj = tmp_path / f"toychair_{split}" / "obj0000" / "rgb"
+        obj.mkdir(parents=True)
+        (obj / "000000.png").write_bytes(b"image")
+    first = digest_of_test_split(tmp_path)
+    (tmp_path / "toychair_train" / "obj0000" / "rgb" / "000000.png").write_bytes(b"other training image")
+    assert digest_of_test_split(tmp_path) == first
+    (tmp_path / "toychair_test" / "obj0000" / "rgb" / "000000.png").write_bytes(b"other test image")
+    assert digest_of_test_split(tmp_path) != first
+    assert digest_of_test_split(tmp_path / "missing") is None

@@ -185,6 +185,17 @@ def test_results_json_keeps_per_pair_values_and_intervals(study):
     assert paired["mean"] == pytest.approx(mean_diff) and paired["seeds"] == 2
     md = (study["work"] / "docs" / "results.md").read_text()
     assert "### toy_cars: paired differences" in md and "| featurenerf minus | pixelnerf |" in md
+    digests = data["digests"]["toy_cars"]
+    assert len(digests["pairs"]) == 64 and len(digests["test_data"]) == 64
+
+
+def test_compare_of_a_study_with_itself_finds_no_difference(study, capsys):
+    from featurenerf.cli import main
+
+    report = str(study["work"] / "docs" / "results.json")
+    assert main(["results", "compare", report, report, "--replicates", "50"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| part_seg_3d")]
+    assert rows and all(cell.strip() == "+0.0 [+0.0, +0.0]" for row in rows for cell in row.split("|")[2:-1])
 
 
 def test_second_invocation_trains_and_evaluates_nothing(study):

@@ -5,6 +5,7 @@ Default budget (2 CPU cores): toy cars and toy chairs, seeds 0 and 1, {cpu_steps
 study takes well over an hour on 2 shared cores: see the README). ``--device cuda`` runs on a GPU with a longer default
 budget ({gpu_steps} steps, {gpu_pairs} pairs). Anything not recognised here is passed to every fit and evaluation as a config override, e.g.
 ``--model.encoder efficientnet_lite0``. Rerunning is cheap: finished fits and evaluations are reused.
+``featurenerf results compare A/results.json B/results.json`` compares two studies pair by pair.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(__doc__ or "")
         .format(cpu_steps=CPU_STEPS, gpu_steps=GPU_STEPS, cpu_pairs=CPU_PAIRS, gpu_pairs=GPU_PAIRS)
         .split("\n\n")[0],
+        epilog="featurenerf results compare A/results.json B/results.json: two studies on the same test "
+        "pairs, pair by pair (A minus B per variant, with bootstrap intervals).",
     )
     p.add_argument("--out", type=Path, default=Path("outputs/results"), help="runs, logs and timings")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="where results.md/.json and images go")

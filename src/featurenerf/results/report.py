@@ -22,6 +22,7 @@ from featurenerf.io import atomic_write, atomic_write_bytes, atomic_write_json
 from featurenerf.tasks.suite import format_value
 
 from .bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, Interval, bootstrap_interval
+from .compare import study_digests
 from .paired import paired_intervals, paired_table
 from .plan import ORACLE, Budget, Job
 
@@ -429,6 +430,8 @@ def write_report(
         "commands": {j.name: j.command() for j in jobs},
         "per_pair": values,
         "pair_ids": ids,
+        # What `featurenerf results compare` checks before comparing two studies pair by pair.
+        "digests": study_digests(jobs),
     }
     for cat, cat_stats in stats.items():
         paired = paired_intervals(values[cat], ids.get(cat, {}), replicates, boot_seed)
