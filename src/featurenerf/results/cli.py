@@ -195,10 +195,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"featurenerf results: error: {err}", file=sys.stderr)
             return 2
     record = args.out / LAST_RUN
-    if any(s != "skipped" for s in status.values()):  # this invocation ran jobs: it is the one to cite
+    ran = any(s != "skipped" for s in status.values())
+    if ran:  # this invocation ran jobs: it is the one to cite
         atomic_write_json(record, {"command": command.strip(), "wall_s": round(time.time() - start, 1)})
     last_run = json.loads(record.read_text()) if record.is_file() else None
-    md = write_report(jobs, budget, args.out, args.docs, command.strip(), last_run, args.replicates)
+    # A rewrite (or a rerun with nothing left to do) gives the invocation that ran the jobs to reproduce it.
+    rerun = last_run["command"] if last_run and not ran else None
+    md = write_report(
+        jobs, budget, args.out, args.docs, command.strip(), last_run, args.replicates, rerun=rerun
+    )
     failed = [n for n, s in status.items() if s in ("failed", "blocked")]
     print(f"results: {md} ({len(failed)} job(s) failed or blocked)" if failed else f"results: {md}")
     return 1 if failed else 0

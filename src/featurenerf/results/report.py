@@ -408,8 +408,12 @@ def write_report(
     last_run: dict | None = None,
     replicates: int = DEFAULT_REPLICATES,
     boot_seed: int = DEFAULT_SEED,
+    rerun: str | None = None,
 ) -> Path:
-    """Write ``docs/results.md`` and ``docs/results.json`` (atomically) from the finished evaluations."""
+    """Write ``docs/results.md`` and ``docs/results.json`` (atomically) from the finished evaluations.
+
+    ``command`` generated the report; ``rerun`` (default: ``command``) is the command its Commands block
+    gives to reproduce it: the invocation that ran the jobs, when this one ran none."""
     values, ids, validation = gather(jobs)
     stats = intervals(values, replicates, boot_seed)
     pictures = copy_pictures(jobs, docs)
@@ -443,8 +447,7 @@ def write_report(
         "",
         "## Commands",
         "",
-        # A report-only rewrite names the invocation that ran the jobs: that is the one to rerun.
-        f"    {last_run['command'] if last_run and '--report-only' in command else command}",
+        f"    {rerun or command}",
         "",
         "Which runs, in order (each skipped when done):",
         "",
