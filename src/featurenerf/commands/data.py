@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from featurenerf.data.synth_options import TRAIN_CAMERAS
+
 DESCRIPTION = "Generate synthetic annotated data (synth) or validate a dataset folder (check)."
 
 
@@ -40,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     synth.add_argument(
         "--train-cameras",
-        choices=("shared", "per_object"),
+        choices=TRAIN_CAMERAS,
         default="shared",
         help="training objects share the split's camera set (default) or each draw their own views",
     )

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from featurenerf.data.synth_options import TRAIN_CAMERAS
+
 CPU_STEPS = 700
 #: ``<out>/last_run.json``: command and wall time of the last invocation that ran jobs (the report cites it).
 LAST_RUN = "last_run.json"
@@ -72,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128)
     p.add_argument(
         "--train-cameras",
-        choices=("shared", "per_object"),
+        choices=TRAIN_CAMERAS,
         default="shared",
         help="data synth --train-cameras for the data made (data found made otherwise is refused)",
     )

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from featurenerf.data.synth_options import TRAIN_CAMERAS
+
 
 def synth_if_missing(
     category: str,
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views", type=int, default=50)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--style", default=None, help="data synth shape style (default: the category's)")
-    p.add_argument("--train-cameras", default="shared", choices=("shared", "per_object"))
+    p.add_argument("--train-cameras", default="shared", choices=TRAIN_CAMERAS)
     p.add_argument("--device", default="cpu")
     args, overrides = p.parse_known_args(argv)
     rc = synth_if_missing(

@@ -34,6 +34,7 @@ from PIL import Image
 
 from featurenerf.data.annotations import Meta
 from featurenerf.data.srn import SPLITS, DataError
+from featurenerf.data.synth_options import TRAIN_CAMERAS
 from featurenerf.data.synth.render import focal_for, render_view, sample_cameras, sample_points
 from featurenerf.data.synth.shapes import (
     CATEGORIES,
@@ -124,8 +125,6 @@ def split_cameras(category: str, split: str, views: int, seed: int) -> np.ndarra
     return sample_cameras(category, views, rng)
 
 
-#: ``train_cameras`` choices: every split shares one camera set, or training objects each draw their own.
-TRAIN_CAMERAS = ("shared", "per_object")
 #: How each ``train_cameras`` choice is recorded in ``synth.json`` (``"cameras"``).
 _CAMERAS_RECORD = {"shared": "shared_per_split", "per_object": "per_object_train_shared_eval"}
 
