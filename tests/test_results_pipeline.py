@@ -255,6 +255,21 @@ def test_an_evaluation_overwritten_by_a_later_validate_is_not_reused(study):
     assert is_done(job)
 
 
+def test_a_longer_study_on_the_same_runs_continues_the_fits_and_reevaluates_them(study):
+    """``--steps`` raised on a finished study: each fit resumes from its checkpoint, and the evaluation
+    of its earlier checkpoint is stale (it measured step 3), not reused as the longer study's."""
+    from featurenerf.results.plan import CATEGORIES, Budget, make_plan
+    from featurenerf.results.runner import fit_state, is_done
+
+    work = study["work"]
+    jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=5, seeds=(0, 1), pairs=3), work / "out")
+    assert {fit_state(j) for j in jobs if j.kind == "fit"} == {"resume"}
+    trained = [j for j in jobs if j.kind == "eval" and j.variant != "untrained"]
+    assert trained and not any(is_done(j) for j in trained)
+    # The untrained model does not depend on the steps: its evaluation stays valid.
+    assert all(is_done(j) for j in jobs if j.kind == "eval" and j.variant == "untrained")
+
+
 def test_the_report_cites_the_last_invocation_that_ran_jobs_even_when_rewritten(study):
     """The second invocation skipped everything and ``--report-only`` runs nothing: both keep citing the
     first invocation's command and wall time rather than dropping the line or citing a no-op."""

@@ -121,6 +121,8 @@ class Job:
         run_dir: the run folder (fit / eval jobs).
         category, variant, seed: what it belongs to (``variant`` ``untrained`` for the chance model).
         spec: what a finished evaluation must have been run with to be reused.
+        step: for the evaluation of a trained run, the training step its checkpoint must be at (a fit
+            continued to more steps makes its earlier evaluation stale); None otherwise.
     """
 
     name: str
@@ -132,6 +134,7 @@ class Job:
     variant: str = ""
     seed: int = 0
     spec: dict = field(default_factory=dict)
+    step: int | None = None
 
     def command(self) -> str:
         """The command as one shell line (for the report; ``featurenerf`` for this interpreter's CLI)."""
@@ -308,6 +311,7 @@ def _eval_job(fit: Job, run: Path, budget: Budget, spec: dict) -> Job:
         variant=fit.variant,
         seed=fit.seed,
         spec={**spec, "tasks": variant_tasks(fit.variant)},
+        step=budget.steps,
     )
 
 

@@ -52,7 +52,9 @@ def is_done(job: Job) -> bool:
     """Whether the job's result is already there (with the same spec).
 
     An evaluation also needs its per-pair values of every task it ran: any later ``validate`` of the same
-    run writes into the same ``tasks/`` folder, and its results must not pass for the study's.
+    run writes into the same ``tasks/`` folder, and its results must not pass for the study's. And it must
+    have measured the checkpoint at the fit's steps: a fit continued with a larger ``--steps`` makes the
+    evaluation of its earlier checkpoint stale.
     """
     if job.kind == "fit":
         return fit_state(job) == "done"
@@ -63,10 +65,12 @@ def is_done(job: Job) -> bool:
         return True
     per_pair = job.run_dir / "tasks" / "per_pair.json"
     try:
-        tasks = json.loads(per_pair.read_text()).get("tasks", {})
+        written = json.loads(per_pair.read_text())
     except (OSError, ValueError):
         return False
-    return set(variant_tasks(job.variant)) <= set(tasks)
+    if job.step is not None and written.get("step") != job.step:
+        return False
+    return set(variant_tasks(job.variant)) <= set(written.get("tasks", {}))
 
 
 def launch_argv(job: Job) -> list[str]:
