@@ -21,7 +21,7 @@ from pathlib import Path
 from featurenerf.errors import ConfigError
 
 from .bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED
-from .paired import ROWS, paired_cell, paired_differences
+from .paired import paired_intervals, paired_table
 from .plan import Job
 
 #: The trained variants a comparison covers (teacher_2d, copy_input and untrained do not train).
@@ -103,8 +103,6 @@ def compare(
         ConfigError: when no category can be compared (the first reason), or one of ``categories`` is
             not in both studies.
     """
-    from .bootstrap import bootstrap_interval
-
     lines = [f"A = {names[0]}", f"B = {names[1]}"]
     common = [c for c in a.get("per_pair", {}) if c in b.get("per_pair", {})]
     for cat in categories or []:
@@ -117,31 +115,15 @@ def compare(
         except ConfigError as err:
             skipped.append(str(err))
             continue
-        va, vb = a["per_pair"][cat], b["per_pair"][cat]
-        ia, ib = a["pair_ids"][cat], b["pair_ids"][cat]
-        rows = []
-        for task, name in ROWS:
-            for metric in [m for m in va.get(task, {}) if m.endswith(f"/{name}") and m in vb.get(task, {})]:
-                kind = metric.split("/", 1)[0]
-                cols = [c for c in TRAINED if c in va[task][metric] and c in vb[task][metric]]
-                cells = {}
-                for col in cols:
-                    ours = {s: (ia[task][kind][col][s], v) for s, v in va[task][metric][col].items()}
-                    theirs = {s: (ib[task][kind][col][s], v) for s, v in vb[task][metric][col].items()}
-                    diffs = paired_differences(ours, theirs)
-                    cells[col] = bootstrap_interval(diffs, replicates=replicates, seed=seed)
-                rows.append((f"{task} / {metric}", cells))
-        cols = [c for c in TRAINED if any(c in cells for _, cells in rows)]
-        lines += [
-            "",
-            f"## {cat}",
-            "",
-            "| A minus B | " + " | ".join(cols) + " |",
-            "|---|" + "---:|" * len(cols),
-        ]
-        for row, cells in rows:
-            metric = row.split(" / ", 1)[1]
-            lines.append(f"| {row} | " + " | ".join(paired_cell(metric, cells.get(c)) for c in cols) + " |")
+        rows = paired_intervals(
+            a["per_pair"][cat],
+            a["pair_ids"][cat],
+            replicates,
+            seed,
+            comparisons=[(col, col, col) for col in TRAINED],
+            other=(b["per_pair"][cat], b["pair_ids"][cat]),
+        )
+        lines += ["", f"## {cat}", "", *paired_table(rows, "A minus B", TRAINED)]
     if len(skipped) == len(categories or common):
         raise ConfigError(skipped[0] if skipped else f"{names[1]}: no category in common with {names[0]}")
     return lines, skipped

@@ -14,6 +14,8 @@ The seeds are paired too: ``featurenerf`` seed s is compared with the baseline t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from featurenerf.tasks.suite import format_value
@@ -46,7 +48,12 @@ def paired_differences(
 
 
 def paired_intervals(
-    values: dict, ids: dict, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED
+    values: dict,
+    ids: dict,
+    replicates: int = DEFAULT_REPLICATES,
+    seed: int = DEFAULT_SEED,
+    comparisons: Sequence[tuple[str, str, str]] | None = None,
+    other: tuple[dict, dict] | None = None,
 ) -> dict[str, dict[str, Interval | None]]:
     """One category's paired intervals.
 
@@ -54,23 +61,29 @@ def paired_intervals(
         values: ``values[task][metric][column][seed]`` per-pair values (``metric`` is ``<kind>/<name>``),
             as :func:`featurenerf.results.report.gather` returns for a category.
         ids: ``ids[task][kind][column][seed]``: the pair indices of those values.
+        comparisons: ``(label, column of values, column of the other values)`` per result column;
+            default: ``featurenerf`` minus each of :data:`BASELINES`, labelled by the baseline.
+        other: ``(values, ids)`` to subtract (another study's, on the same pairs); default: the same.
     Returns:
-        ``{"<task> / <kind>/<name>": {baseline: Interval or None}}`` for the :data:`ROWS` present, with
-        a baseline only where both it and ``featurenerf`` were evaluated.
+        ``{"<task> / <kind>/<name>": {label: Interval or None}}`` for the :data:`ROWS` present, with a
+        label only where both of its columns were evaluated.
     """
+    if comparisons is None:
+        comparisons = [(base, "featurenerf", base) for base in BASELINES]
+    other_values, other_ids = other or (values, ids)
     out: dict[str, dict[str, Interval | None]] = {}
     for task, name in ROWS:
         for metric, per_col in values.get(task, {}).items():
             kind, metric_name = metric.split("/", 1)
-            if metric_name != name or "featurenerf" not in per_col:
+            theirs = other_values.get(task, {}).get(metric)
+            if metric_name != name or theirs is None or not any(a in per_col for _, a, _ in comparisons):
                 continue
-            cols = ids.get(task, {}).get(kind, {})
-            ours = _series(per_col, cols, "featurenerf")
+            ours_ids, their_ids = ids.get(task, {}).get(kind, {}), other_ids.get(task, {}).get(kind, {})
             row = out.setdefault(f"{task} / {metric}", {})
-            for base in BASELINES:
-                if base in per_col:
-                    diffs = paired_differences(ours, _series(per_col, cols, base))
-                    row[base] = bootstrap_interval(diffs, replicates=replicates, seed=seed)
+            for label, a, b in comparisons:
+                if a in per_col and b in theirs:
+                    diffs = paired_differences(_series(per_col, ours_ids, a), _series(theirs, their_ids, b))
+                    row[label] = bootstrap_interval(diffs, replicates=replicates, seed=seed)
     return out
 
 
@@ -93,12 +106,17 @@ def paired_cell(metric: str, ci: Interval | None) -> str:
     return f"**{text}**" if ci.lo > 0 or ci.hi < 0 else text
 
 
-def paired_table(rows: dict[str, dict[str, Interval | None]]) -> list[str]:
-    """Markdown lines of :func:`paired_intervals`' result (empty when there is nothing to compare)."""
-    cols = [b for b in BASELINES if any(b in per for per in rows.values())]
+def paired_table(
+    rows: dict[str, dict[str, Interval | None]],
+    corner: str = "featurenerf minus",
+    order: Sequence[str] = BASELINES,
+) -> list[str]:
+    """Markdown lines of :func:`paired_intervals`' result (empty when there is nothing to compare):
+    its labels as columns, in ``order``, under the header ``corner``."""
+    cols = [b for b in order if any(b in per for per in rows.values())]
     if not cols:
         return []
-    lines = ["| featurenerf minus | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines = [f"| {corner} | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for row, per in rows.items():
         metric = row.split(" / ", 1)[1]
         lines.append(f"| {row} | " + " | ".join(paired_cell(metric, per.get(c)) for c in cols) + " |")
