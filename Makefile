@@ -39,7 +39,7 @@ test-all: $(STAMP) ## Run every test, slow ones included
 demo: $(STAMP) ## Make toy-car data, train, evaluate and write pictures (about 15 min on 2 cores)
 	$(BIN)/python -m featurenerf.demo --out $(DEMO_DIR)
 
-results: $(STAMP) ## Train every variant on toy cars + chairs (2 seeds, 700 steps), evaluate with intervals, write docs/results.md (hours on 2 cores)
+results: $(STAMP) ## Train every variant on toy cars + chairs (2 seeds, 700 steps, data in data/study), evaluate with intervals, write docs/results.md
 	$(BIN)/python -m featurenerf.results $(RESULTS_ARGS)
 
 bench: $(STAMP) ## Run the benchmarks; JSON + table under benchmarks/results/

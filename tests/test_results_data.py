@@ -61,9 +61,27 @@ def test_results_command_passes_the_data_options_to_prepare_and_checks_them(caps
     )
 
 
+def test_the_study_makes_its_own_data_with_per_object_views_and_the_front_back_car(capsys) -> None:
+    """Defaults: ``data/study/`` (never ``make demo``'s ``data/toy_cars``), per-object training views, the
+    front/back car; ``--style toy_cars=box --train-cameras shared`` gives ``data synth``'s defaults."""
+    from featurenerf.results.cli import main
+
+    argv = ["--dry-run", "--categories", "toy_cars", "toy_chairs", "--no-oracle"]
+    assert main(argv) == 0
+    cars, chairs = capsys.readouterr().out.splitlines()[:2]
+    assert "--root data/study/toy_cars " in cars and "--root data/study/toy_chairs " in chairs
+    assert cars.endswith("--train-cameras per_object --style front_back --device cpu")
+    assert chairs.endswith("--train-cameras per_object --device cpu")
+    assert main([*argv, "--style", "toy_cars=box", "--train-cameras", "shared", "--data-dir", "data"]) == 0
+    cars, chairs = capsys.readouterr().out.splitlines()[:2]
+    assert "--root data/toy_cars " in cars
+    assert cars.endswith("--train-cameras shared --style box --device cpu")
+    assert chairs.endswith("--train-cameras shared --device cpu")
+
+
 def test_non_default_data_options_join_the_prepare_marker_spec_default_ones_do_not(tmp_path: Path) -> None:
     cats = [CATEGORIES["toy_cars"]]
     plain = make_plan(cats, Budget(steps=3, pairs=3), tmp_path)[0]
     asked = make_plan(cats, Budget(steps=3, pairs=3, styles=(("toy_cars", "front_back"),)), tmp_path)[0]
-    assert plain.spec == {"config": "configs/toy_cars.yaml", "root": "data/toy_cars", "extra": []}
+    assert plain.spec == {"config": "configs/toy_cars.yaml", "root": "data/study/toy_cars", "extra": []}
     assert asked.spec == {**plain.spec, "style": "front_back"}

@@ -5,6 +5,8 @@ Default budget (2 CPU cores): toy cars and toy chairs, seeds 0 and 1, {cpu_steps
 study takes well over an hour on 2 shared cores: see the README). ``--device cuda`` runs on a GPU with a longer default
 budget ({gpu_steps} steps, {gpu_pairs} pairs). Anything not recognised here is passed to every fit and evaluation as a config override, e.g.
 ``--model.encoder efficientnet_lite0``. Rerunning is cheap: finished fits and evaluations are reused.
+The study makes its data in ``data/study/`` with per-object training views and the front/back toy car
+(``--train-cameras shared --style toy_cars=box`` gives ``data synth``'s defaults).
 ``featurenerf results compare A/results.json B/results.json`` compares two studies pair by pair.
 """
 
@@ -29,7 +31,7 @@ GPU_PAIRS = 200
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .plan import CATEGORIES, DEFAULT_VARIANTS, VARIANTS
+    from .plan import CATEGORIES, DEFAULT_VARIANTS, STUDY_DATA, STUDY_STYLES, STUDY_TRAIN_CAMERAS, VARIANTS
 
     p = argparse.ArgumentParser(
         prog="featurenerf results",
@@ -75,18 +77,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-cameras",
         choices=TRAIN_CAMERAS,
-        default="shared",
-        help="data synth --train-cameras for the data made (data found made otherwise is refused)",
+        default=STUDY_TRAIN_CAMERAS,
+        help=f"data synth --train-cameras for the data made (default {STUDY_TRAIN_CAMERAS}; data found made "
+        "otherwise is refused)",
     )
     p.add_argument(
         "--style",
         nargs="+",
         default=[],
         metavar="CATEGORY=STYLE",
-        help="data synth --style per category, e.g. toy_cars=front_back (default: each category's own)",
+        help="data synth --style per category (default "
+        + (" ".join(f"{c}={s}" for c, s in STUDY_STYLES) or "none")
+        + "; the others their own), e.g. toy_cars=box",
     )
     p.add_argument(
-        "--data-dir", type=Path, default=None, help="where the categories' data lives (default data/)"
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"where the categories' data lives (default {STUDY_DATA}/)",
     )
     p.add_argument(
         "--config-dir",
@@ -101,12 +109,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _styles(pairs: list[str]) -> tuple[tuple[str, str], ...] | str:
-    """``CATEGORY=STYLE`` arguments checked against the categories and their styles, or why not (one line)."""
+    """``CATEGORY=STYLE`` arguments checked against the categories and their styles, over the study's
+    defaults (:data:`~featurenerf.results.plan.STUDY_STYLES`), or why not (one line)."""
     from featurenerf.data.synth.shapes import resolve_style
 
-    from .plan import CATEGORIES
+    from .plan import CATEGORIES, STUDY_STYLES
 
-    out: dict[str, str] = {}
+    out: dict[str, str] = dict(STUDY_STYLES)
     for pair in pairs:
         name, _, style = pair.partition("=")
         if name not in CATEGORIES or not style:

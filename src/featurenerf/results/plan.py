@@ -54,13 +54,25 @@ class Category:
     root: Path
 
 
+#: Where the study keeps its data: its own folder, so that ``make demo``'s ``data/toy_cars`` (another
+#: size and ``data synth``'s default options) is never mistaken for it.
+STUDY_DATA = Path("data/study")
+
 #: The categories of the study, by name.
 CATEGORIES = {
-    "toy_cars": Category("toy_cars", "toycar", Path("configs/toy_cars.yaml"), Path("data/toy_cars")),
+    "toy_cars": Category("toy_cars", "toycar", Path("configs/toy_cars.yaml"), STUDY_DATA / "toy_cars"),
     "toy_chairs": Category(
-        "toy_chairs", "toychair", Path("configs/toy_chairs.yaml"), Path("data/toy_chairs")
+        "toy_chairs", "toychair", Path("configs/toy_chairs.yaml"), STUDY_DATA / "toy_chairs"
     ),
 }
+
+#: The study's ``data synth`` options: training objects each draw their own views (as SRN's do; test
+#: views stay shared, so cross-instance pairs compare the same camera) and the toy car's front differs
+#: from its back. On ``data synth``'s defaults (one camera set for all training objects, a nearly
+#: front/back-symmetric car) the coordinate head reads a quarter of car views front-for-back and
+#: ``featurenerf`` trails ``pixelnerf`` on the cars' keypoints (docs/coords.md).
+STUDY_TRAIN_CAMERAS = "per_object"
+STUDY_STYLES: tuple[tuple[str, str], ...] = (("toy_cars", "front_back"),)
 
 
 @dataclass(frozen=True)
