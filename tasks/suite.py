@@ -362,10 +362,15 @@ class TaskSuite:
             f"from the {self.split!r} split ({source}), {self.image_size} px{shots}"
         )
 
+    def header(self, step: int) -> str:
+        """The first line of ``results.md``: the checkpoint step and what was evaluated (an earlier
+        ``validate``'s results are kept only under the same line, :meth:`_earlier_results`)."""
+        return f"Tasks at step {step}: {self.describe()}."
+
     def table(self, results: dict, step: int = 0, extra_notes: Sequence[str] = ()) -> str:
         """The results as one Markdown table (rows task / metric, columns methods) with notes."""
         notes = [*self.protocol_notes(), *self.notes, *extra_notes]
-        return results_table(results, header=f"Tasks at step {step}: {self.describe()}.", notes=notes)
+        return results_table(results, header=self.header(step), notes=notes)
 
     def write(self, results: dict, step: int = 0, per_pair: dict | None = None) -> None:
         """``results.json``, ``results.md``, ``pairs.json`` and (given) ``per_pair.json`` in ``out_dir``
@@ -417,7 +422,7 @@ class TaskSuite:
             old_pairs == json.loads(json.dumps(self.pairs.to_json()))
             and old.get("protocol") == json.loads(json.dumps(self.protocol))
             and old_per_pair.get("step") == step
-            and old_header == f"Tasks at step {step}: {self.describe()}."
+            and old_header == self.header(step)
             and all(t in old_per_pair.get("tasks", {}) for t in others)
         )
         if not same:

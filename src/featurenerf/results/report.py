@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from featurenerf.data.synth.generate import recorded_options
+from featurenerf.data.synth.generate import options_of
 from featurenerf.data.synth.shapes import shape_styles
 from featurenerf.io import atomic_write, atomic_write_bytes, atomic_write_json
 from featurenerf.tasks.suite import format_value
@@ -267,7 +267,7 @@ def data_versions(jobs: list[Job]) -> dict[str, str | None]:
             out[job.category] = None
             continue
         # The options as data synth reads its own record, named only where they are not the default.
-        options = recorded_options(record.parent) or {}
+        options = options_of(made) or {}
         if options.get("style") not in (None, default_style):
             text += f", --style {options['style']}"
         if options.get("train_cameras") == "per_object":

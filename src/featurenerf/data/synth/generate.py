@@ -209,13 +209,21 @@ def stale_dataset(root: Path) -> str | None:
 
 
 def recorded_options(root: Path) -> dict[str, str] | None:
-    """The options that change what ``root``'s objects are: ``{"style": ..., "train_cameras": ...}``,
-    read from ``root/synth.json`` (the category's default style when none is recorded); ``None`` when
-    ``root`` holds no readable record (not made by ``data synth``)."""
+    """The options that change what ``root``'s objects are (:func:`options_of`), read from
+    ``root/synth.json``; ``None`` when ``root`` holds no readable record (not made by ``data synth``)."""
     try:
         made = json.loads((Path(root) / "synth.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return options_of(made)
+
+
+def options_of(made: dict) -> dict[str, str] | None:
+    """``{"style": ..., "train_cameras": ...}`` of a ``synth.json`` record (the category's default style
+    when none is recorded); ``None`` when the record names no known category."""
+    try:
         style = made.get("style") or shape_styles(made["category"])[0]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (AttributeError, KeyError, TypeError):
         return None
     cameras = "per_object" if made.get("cameras") == _CAMERAS_RECORD["per_object"] else "shared"
     return {"style": style, "train_cameras": cameras}
