@@ -108,6 +108,30 @@ def part_miou(pred: Tensor, truth: Tensor, src_labels: Tensor, background: int =
     return torch.stack(ious).mean()
 
 
+def part_ious(
+    pred: Tensor, truth: Tensor, src_labels: Tensor, parts: int, background: int = 0
+) -> Tensor | None:
+    """IoU of one pair for each part label ``1 .. parts``, NaN for a part not present in both the source
+    and the target truth (the parts :func:`part_miou` averages).
+
+    Args:
+        pred, truth: (N,) predicted and true labels of the target elements. src_labels: (M,) the
+            source's true labels. parts: number of part labels (``len(part_names) - 1``).
+    Returns:
+        (parts,) float64, or ``None`` when the two objects share no part (the pair is not counted).
+    """
+    common = set(truth.unique().tolist()) & set(src_labels.unique().tolist())
+    common.discard(background)
+    if not common:
+        return None
+    out = torch.full((parts,), float("nan"), dtype=torch.float64)
+    for k in sorted(common):
+        if 1 <= k <= parts:
+            p, t = pred == k, truth == k
+            out[k - 1] = ((p & t).sum().double() / (p | t).sum().double()).cpu()
+    return out
+
+
 def pck(dist: Tensor, thresholds: Sequence[float]) -> Tensor | None:
     """Fraction of keypoints whose error is below each threshold (strictly, as the release does).
 
@@ -162,10 +186,14 @@ class PairMean(Metric):
         v = torch.as_tensor(value, dtype=torch.float64, device=self.total.device).reshape(-1)
         if v.numel() != self.size:
             raise ValueError(f"expected a per-pair value of size {self.size}, got {v.numel()}")
-        self.total += v
+        self._accumulate(v)
         self.pairs += 1
         self.values.append(v.clone())
         self.pair_ids.append(torch.tensor([float(pair)], dtype=torch.float64, device=v.device))  # exact
+
+    def _accumulate(self, v: Tensor) -> None:
+        """Add one counted pair's value (T,) to the reduced sums."""
+        self.total += v
 
     def per_pair(self) -> tuple[Tensor, Tensor]:
         """The counted pairs' indices (P,) and values (P, T), sorted by pair index (all ranks' pairs).
@@ -198,6 +226,35 @@ class PartMIoU(PairMean):
     def update(self, pred: Tensor, truth: Tensor, src_labels: Tensor, pair: int = -1) -> None:  # type: ignore[override]
         """pred, truth: (N,) target labels; src_labels: (M,) source labels (see :func:`part_miou`)."""
         super().update(part_miou(pred, truth, src_labels), pair)
+
+
+class PartIoU(PairMean):
+    """Each part's IoU, averaged over the pairs where both objects have the part (a pair without it
+    keeps a NaN in its per-pair values, which the bootstrap drops).
+
+    Args:
+        part_names: names of labels ``1 ..`` (``meta.json``'s ``part_names`` without the background);
+            the results are ``IoU/<name>``.
+    """
+
+    def __init__(self, part_names: Sequence[str], **kwargs) -> None:
+        super().__init__(size=len(part_names), **kwargs)
+        self.labels = [f"IoU/{name}" for name in part_names]
+        # NaN-free sums: each part's IoU total and the pairs that measured it.
+        self.add_state("measured", default=torch.zeros(self.size, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, truth: Tensor, src_labels: Tensor, pair: int = -1) -> None:  # type: ignore[override]
+        """pred, truth: (N,) target labels; src_labels: (M,) source labels (see :func:`part_ious`)."""
+        super().update(part_ious(pred, truth, src_labels, self.size), pair)
+
+    def _accumulate(self, v: Tensor) -> None:
+        seen = ~v.isnan()
+        self.total += torch.where(seen, v, torch.zeros_like(v))
+        self.measured += seen.double()
+
+    def compute(self) -> Tensor:
+        """(P,) each part's mean IoU over the pairs that measured it (NaN where none did)."""
+        return self.total / self.measured  # 0 / 0 is NaN
 
 
 class PCK(PairMean):

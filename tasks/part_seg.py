@@ -19,6 +19,8 @@ and any source. Reported as ``mIoU@<K>shot`` beside the one-shot ``mIoU``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -30,11 +32,31 @@ from featurenerf.visualize import save_image_grid
 from . import pictures
 from .base import Task, TaskContext, register_task
 from .descriptors import PosedView
-from .metrics import PartMIoU, vote_labels
+from .metrics import PartIoU, PartMIoU, vote_labels
 
 
 class _PartTransfer(Task):
-    """Shared by the 2D and 3D part tasks: label transfer from one or several sources, and its mIoU."""
+    """Shared by the 2D and 3D part tasks: label transfer from one or several sources, and its mIoU
+    (and each part's IoU, one-shot, when :meth:`set_part_names` named the parts)."""
+
+    #: Names of part labels ``1 ..`` whose IoU is reported one by one (``--tasks.per_part``); empty: none.
+    part_names: tuple[str, ...] = ()
+
+    def set_part_names(self, names: Sequence[str]) -> None:
+        """Also report each part's IoU (``<kind>/IoU/<name>``, one-shot pairs) for labels ``1 ..``;
+        metric states are recreated."""
+        self.part_names = tuple(names)
+        self.set_methods(self.methods)
+
+    def new_metrics(self) -> dict[str, Metric]:
+        metrics: dict[str, Metric] = {"mIoU": PartMIoU()}
+        if self.part_names:
+            metrics["IoU"] = PartIoU(self.part_names)
+        return metrics
+
+    def kind_metrics(self, kind: str) -> dict[str, Metric]:
+        # Per-part IoU is one-shot only: its results are named by part, not by the number of sources.
+        return {n: m for n, m in super().kind_metrics(kind).items() if not n.startswith("IoU@")}
 
     def transfer(
         self, kind: str, method: str, sources: list[tuple[Tensor, Tensor]], trg_desc: Tensor, trg_lab: Tensor
@@ -53,6 +75,8 @@ class _PartTransfer(Task):
             pred = vote_labels(sources[:k], trg_desc)
             present = torch.cat([lab for _, lab in sources[:k]])
             self.update(kind, method, self.metric_name("mIoU", kind, k), pred, trg_lab, present)
+            if self.part_names and k == 1:
+                self.update(kind, method, "IoU", pred, trg_lab, present)
             first = pred if first is None else first
         return first
 
@@ -63,9 +87,6 @@ class PartSeg2D(_PartTransfer):
 
     needs = "part label maps parts/NNNNNN.png beside rgb/"
     few_shot = True
-
-    def new_metrics(self) -> dict[str, Metric]:
-        return {"mIoU": PartMIoU()}
 
     def annotations(self, record: ObjectRecord, view: int) -> dict:
         return {"parts": load_part_map(record, view, self.image_size)}
@@ -111,9 +132,6 @@ class PartSeg3D(_PartTransfer):
 
     needs = "labelled surface points points.npz (xyz, labels)"
     few_shot = True
-
-    def new_metrics(self) -> dict[str, Metric]:
-        return {"mIoU": PartMIoU()}
 
     def annotations(self, record: ObjectRecord, view: int) -> dict:
         xyz, labels = load_points(record)

@@ -71,6 +71,8 @@ class TaskSuite:
             one-shot transfer.
         methods: compare only these methods (default ``None``: every available one); a name that is
             not a method is refused.
+        per_part: the part tasks also report each part's IoU (``<kind>/IoU/<part>``, one-shot pairs,
+            parts named by the data's ``meta.json``), averaged over the pairs whose two objects have it.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class TaskSuite:
         baseline_max_deg: NonNegativeFloat = DEFAULT_BASELINE_DEG[1],
         shots: int | Sequence[int] = 1,
         methods: Sequence[str] | None = None,
+        per_part: bool = False,
     ) -> None:
         names = list(dict.fromkeys(tasks))
         if not names:
@@ -112,6 +115,8 @@ class TaskSuite:
         for task in self.tasks:
             if task.few_shot:
                 task.set_shots(self.shots)
+        if per_part:
+            self._name_parts()
 
         records = sorted(datamodule.records(split), key=lambda r: r.name)
         if not records:
@@ -248,6 +253,16 @@ class TaskSuite:
         return loaders
 
     # ------------------------------------------------------------------ model side
+    def _name_parts(self) -> None:
+        """Give the part tasks the data's part names (``--tasks.per_part``), or refuse in one line."""
+        meta = getattr(self.datamodule, "meta", None)
+        if meta is None:
+            root = getattr(self.datamodule, "root", None)
+            raise DataError(f"{root}: --tasks.per_part needs part names, and the data has no meta.json")
+        for task in self.tasks:
+            if hasattr(task, "set_part_names"):
+                task.set_part_names(meta.part_names[1:])
+
     def _methods_for(self, module) -> list[str]:
         methods = ["featurenerf"]
         if module.net.feature_dim > 0:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from featurenerf.results.bootstrap import Interval
 from featurenerf.results.plan import CATEGORIES, ORACLE, Budget, make_plan
-from featurenerf.results.report import oracle_section, row_methods
+from featurenerf.results.report import oracle_section, row_methods, table
 
 
 def test_oracle_is_planned_once_for_the_first_category_and_seed(tmp_path: Path) -> None:
@@ -17,6 +17,10 @@ def test_oracle_is_planned_once_for_the_first_category_and_seed(tmp_path: Path) 
     assert ev.argv[ev.argv.index("--tasks.methods") + 1] == "[featurenerf, featurenerf_v, teacher_2d]"
     tasks = ev.argv[ev.argv.index("--task") + 1 : ev.argv.index("--tasks.num_pairs")]
     assert tasks == ["part_seg_2d", "part_seg_3d"]
+    # Read part by part; its done-spec says so (a finished oracle evaluation without it is redone).
+    assert ev.argv[ev.argv.index("--tasks.per_part") + 1] == "true" and ev.spec["per_part"] is True
+    others = [j for j in jobs if j.kind == "eval" and j.variant != ORACLE]
+    assert others and not any("--tasks.per_part" in j.argv or "per_part" in j.spec for j in others)
     # The distillation-free baselines and the 2D teacher are not recomputed for the oracle.
     assert row_methods(ORACLE, "featurenerf_v") == "parts_oracle:featurenerf_v"
 
@@ -35,6 +39,12 @@ def test_oracle_section_tables_its_columns_and_checks_the_80_percent_target() ->
     }
     lines, checks = oracle_section(stats)
     assert lines[0] == "| task / metric | parts_oracle:featurenerf | parts_oracle:featurenerf_v |"
+    # Its per-part rows are in its own table only: the category table leaves out rows none of its
+    # columns measured.
+    stats["part_seg_3d"]["cross_inst/IoU/wheel"] = {f"{ORACLE}:featurenerf_v": _ci(0.11)}
+    assert "| part_seg_3d / cross_inst/IoU/wheel | – | 11.0 [9.0, 13.0] |" in oracle_section(stats)[0]
+    assert "IoU/wheel" not in table(stats) and "| part_seg_3d / cross_inst/mIoU | 50.0" in table(stats)
+    del stats["part_seg_3d"]["cross_inst/IoU/wheel"]
     assert len(lines) == 4  # header, rule, two part_seg_3d rows; the keypoint row has no oracle column
     assert "85.0 [83.0, 87.0]" in lines[2]
     assert [c["met"] for c in checks] == [True, False]

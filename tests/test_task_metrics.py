@@ -210,3 +210,27 @@ def test_task_per_pair_lists_each_counted_pair_by_index():
     assert per["featurenerf"]["cross_inst"] == {"pairs": [3, 7], "mIoU": [1.0, 1.0]}
     assert per["pixelnerf"]["cross_inst"]["mIoU"] == pytest.approx([1 / 3, 1 / 3])
     assert per["featurenerf"]["cross_view"] == {"pairs": [], "mIoU": []}  # no pair of that kind yet
+
+
+def test_per_part_iou_by_hand_and_a_missing_part_leaves_its_pairs_out():
+    """``PartIoU``: each part's IoU per pair (NaN where either object lacks it), averaged over the pairs
+    that measured it; the per-pair values keep the NaN (the bootstrap drops it)."""
+    from featurenerf.tasks.metrics import PartIoU, part_ious
+
+    truth = torch.tensor([1, 1, 2, 2, 3, 3])
+    pred = torch.tensor([1, 2, 2, 2, 3, 1])
+    # body: {0} ∩ truth {0,1} = 1 / {0,1,5} = 1/3; cabin: {2,3} / {1,2,3} = 2/3; wheel: {4} / {4,5} = 1/2.
+    ious = part_ious(pred, truth, torch.tensor([1, 2, 3, 4]), parts=4)
+    assert torch.allclose(ious[:3], torch.tensor([1 / 3, 2 / 3, 1 / 2], dtype=torch.float64))
+    assert math.isnan(ious[3])  # light: in the source only
+    assert part_ious(pred, truth, torch.tensor([4, 0]), parts=4) is None  # nothing in common
+    metric = PartIoU(["body", "cabin", "wheel", "light"])
+    metric.update(pred, truth, torch.tensor([1, 2, 3, 4]), pair=0)  # 1/3, 2/3, 1/2, –
+    metric.update(truth, truth, torch.tensor([1]), pair=1)  # only body shared: 1, –, –, –
+    metric.update(pred, truth, torch.tensor([4]), pair=2)  # no part shared: not counted
+    got = metric.compute()
+    assert torch.allclose(got[:3], torch.tensor([(1 / 3 + 1) / 2, 2 / 3, 1 / 2], dtype=torch.float64))
+    assert math.isnan(got[3])
+    ids, values = metric.per_pair()
+    assert ids.tolist() == [0, 1] and values.shape == (2, 4) and math.isnan(values[1, 1])
+    assert metric.labels == ["IoU/body", "IoU/cabin", "IoU/wheel", "IoU/light"]

@@ -390,3 +390,34 @@ def test_a_later_validate_of_other_tasks_keeps_the_earlier_ones_when_comparable(
     assert (
         f"tasks: {out / 'results.json'}: replacing keypoints_2d, keypoints_3d of an earlier validate" in err
     )
+
+
+def test_per_part_iou_names_the_datas_parts_and_averages_to_each_pairs_miou(toy_root, tmp_path):
+    """``--tasks.per_part true``: ``<kind>/IoU/<part>`` per part of ``meta.json``; in every pair the mean
+    of the measured parts' IoUs is the pair's mIoU. Without it, no per-part results."""
+    import math
+
+    from featurenerf.cli import main
+    from featurenerf.data.annotations import read_meta
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", feature_dim=0)
+    config = write_config(tmp_path / "config.yaml", toy_root, tmp_path / "runs")
+    base = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--task", "part_seg"]
+    base += ["--tasks.split", "train", "--tasks.num_pairs", "3"]
+    out = tmp_path / "run" / "tasks"
+    assert main(base) == 0
+    plain = json.loads((out / "results.json").read_text())
+    assert not any("IoU/" in k for k in plain["part_seg_3d"]["featurenerf"])
+    assert main([*base, "--tasks.per_part", "true"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    parts = read_meta(toy_root).part_names[1:]
+    per_pair = json.loads((out / "per_pair.json").read_text())["tasks"]
+    for task in ("part_seg_2d", "part_seg_3d"):
+        got = results[task]["featurenerf"]
+        assert {f"cross_inst/IoU/{p}" for p in parts} <= set(got), task
+        assert got["cross_inst/mIoU"] == plain[task]["featurenerf"]["cross_inst/mIoU"]  # unchanged
+        for kind, entry in per_pair[task]["featurenerf"].items():
+            for i, miou in enumerate(entry["mIoU"]):
+                ious = [entry[f"IoU/{p}"][i] for p in parts]
+                measured = [v for v in ious if not math.isnan(v)]
+                assert measured and sum(measured) / len(measured) == pytest.approx(miou), (task, kind, i)

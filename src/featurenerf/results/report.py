@@ -125,6 +125,8 @@ def table(stats: dict) -> str:
     lines = ["| task / metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for task, per_metric in stats.items():
         for metric, per_col in per_metric.items():
+            if not any(c in per_col for c in cols):
+                continue  # measured only outside these columns (the oracle's per-part rows)
             lines.append(
                 f"| {task} / {metric} | " + " | ".join(cell(metric, per_col.get(c)) for c in cols) + " |"
             )
@@ -377,7 +379,8 @@ def _category_section(
             "",
             f"`{ORACLE}:teacher_2d` is the ground-truth part map itself at the teacher's resolution: the "
             "most a field distilled from it can give in 2D. In 3D it describes a point by the part in front "
-            "of it in the input view, so hidden points take the visible side's part.",
+            "of it in the input view, so hidden points take the visible side's part. `IoU/<part>` rows: "
+            "each part's IoU (one-shot), over the pairs whose two objects have the part.",
             "",
         ]
         for c in oracle_checks:
