@@ -38,6 +38,7 @@ from .pairs import (
     write_pairs_file,
 )
 from .shots import draw_extra_sources, normalise_shots
+from .tables import results_table
 from .viewpoints import PoseCache, summarize_angles
 
 
@@ -466,39 +467,6 @@ def check_pair_options(match_camera: str, baseline_min_deg: float, baseline_max_
 def trained_steps(module) -> int:
     """The step of the evaluated weights (the loaded checkpoint's in ``validate``, not the trainer's 0)."""
     return int(getattr(module, "trained_steps", getattr(module, "global_step", 0)))
-
-
-def format_value(metric: str, value: float | None) -> str:
-    """mIoU / PCK / acc as percentages, PSNR in dB, SSIM and R² as fractions, distances (err, drift) in
-    world units; missing values as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    name = metric.rsplit("/", 1)[-1]
-    if name.startswith("PSNR"):
-        return f"{value:.2f}"
-    if name.startswith(("SSIM", "R2", "err", "drift")):
-        return f"{value:.3f}"
-    return f"{100 * value:.1f}"
-
-
-def results_table(results: dict, header: str = "", notes: Sequence[str] = ()) -> str:
-    """Markdown table of ``{task: {method: {metric: value}}}``: rows ``task / metric``, columns methods.
-
-    mIoU and PCK are percentages; 2D PCK thresholds are pixels at 128 px, 3D ones world units.
-    """
-    methods = [m for m in METHODS if any(m in per for per in results.values())]
-    methods += [m for per in results.values() for m in per if m not in methods]
-    lines = [header, ""] if header else []
-    lines.append("| task / metric | " + " | ".join(methods) + " |")
-    lines.append("|---|" + "---:|" * len(methods))
-    for task, per in results.items():
-        metrics = list(dict.fromkeys(k for vals in per.values() for k in vals))
-        for metric in metrics:
-            cells = [format_value(metric, per.get(m, {}).get(metric)) for m in methods]
-            lines.append(f"| {task} / {metric} | " + " | ".join(cells) + " |")
-    lines += ["", "mIoU and PCK in %; 2D PCK thresholds in pixels at 128 px (scaled), 3D in world units."]
-    lines += [f"- {n}" for n in dict.fromkeys(notes)]
-    return "\n".join(lines)
 
 
 def load_pixelnerf(path: str | Path):

@@ -91,10 +91,11 @@ def study(tmp_path_factory) -> dict:
     from featurenerf.data.synth import generate_dataset
 
     work = tmp_path_factory.mktemp("study")
+    # The study's data options (per-object training views, the front/back car): other data is refused.
     generate_dataset(
         "toycar", work / "data" / "toy_cars", objects=5, views=3, size=32, seed=0,
         split_fractions=(0.4, 0.2, 0.4), progress=False, train_cameras="per_object", style="front_back",
-    )  # fmt: skip  (the study's data options: anything else is refused)
+    )  # fmt: skip
     _config(work / "configs" / "toy_cars.yaml")
     (work / "tinyteacher.py").write_text(TEACHER_MODULE)
     argv = [sys.executable, "-m", "featurenerf.results", "--categories", "toy_cars", "--seeds", "0", "1"]

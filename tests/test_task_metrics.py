@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from featurenerf.tasks import PCK, PairMean, PartMIoU, cosine_nearest, part_miou, pck
 from featurenerf.tasks.data import ShardSampler
 from featurenerf.tasks.metrics import pck_thresholds_2d, transfer_labels
-from featurenerf.tasks.suite import format_value, results_table
+from featurenerf.tasks.tables import format_value, results_table
 
 
 def test_cosine_nearest_ignores_scale_and_picks_best_angle():

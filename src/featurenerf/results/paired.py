@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from featurenerf.tasks.suite import format_value
+from featurenerf.tasks.tables import format_value
 
 from .bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, Interval, bootstrap_interval
 

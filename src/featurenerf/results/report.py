@@ -19,7 +19,7 @@ from pathlib import Path
 from featurenerf.data.synth.generate import options_of
 from featurenerf.data.synth.shapes import shape_styles
 from featurenerf.io import atomic_write, atomic_write_bytes, atomic_write_json
-from featurenerf.tasks.suite import format_value
+from featurenerf.tasks.tables import format_value
 
 from .bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, Interval, bootstrap_interval
 from .compare import study_digests
@@ -113,7 +113,7 @@ def intervals(values: dict, replicates: int = DEFAULT_REPLICATES, seed: int = DE
 
 
 def cell(metric: str, ci: Interval | None) -> str:
-    """``mean [lo, hi]`` in the table's units (see :func:`featurenerf.tasks.suite.format_value`)."""
+    """``mean [lo, hi]`` in the table's units (see :func:`featurenerf.tasks.tables.format_value`)."""
     if ci is None:
         return "–"
     return f"{format_value(metric, ci.mean)} [{format_value(metric, ci.lo)}, {format_value(metric, ci.hi)}]"
