@@ -97,15 +97,19 @@ def part_miou(pred: Tensor, truth: Tensor, src_labels: Tensor, background: int =
     Returns:
         Scalar tensor, or ``None`` when the two objects share no part (the pair is not counted).
     """
+    ious = _shared_part_ious(pred, truth, src_labels, background)
+    return torch.stack(list(ious.values())).mean() if ious else None
+
+
+def _shared_part_ious(pred: Tensor, truth: Tensor, src_labels: Tensor, background: int) -> dict[int, Tensor]:
+    """``{label: IoU}`` (float64 scalars) of the parts present in both the source and the target truth."""
     common = set(truth.unique().tolist()) & set(src_labels.unique().tolist())
     common.discard(background)
-    if not common:
-        return None
-    ious = []
+    out = {}
     for k in sorted(common):
         p, t = pred == k, truth == k
-        ious.append((p & t).sum().double() / (p | t).sum().double())
-    return torch.stack(ious).mean()
+        out[k] = (p & t).sum().double() / (p | t).sum().double()
+    return out
 
 
 def part_ious(
@@ -120,15 +124,13 @@ def part_ious(
     Returns:
         (parts,) float64, or ``None`` when the two objects share no part (the pair is not counted).
     """
-    common = set(truth.unique().tolist()) & set(src_labels.unique().tolist())
-    common.discard(background)
-    if not common:
+    ious = _shared_part_ious(pred, truth, src_labels, background)
+    if not ious:
         return None
     out = torch.full((parts,), float("nan"), dtype=torch.float64)
-    for k in sorted(common):
+    for k, iou in ious.items():
         if 1 <= k <= parts:
-            p, t = pred == k, truth == k
-            out[k - 1] = ((p & t).sum().double() / (p | t).sum().double()).cpu()
+            out[k - 1] = iou.cpu()
     return out
 
 
