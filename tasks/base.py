@@ -32,6 +32,7 @@ from featurenerf.registry import Registry
 from .descriptors import DESCRIPTOR_METHODS, METHODS, Descriptors
 from .metrics import PairMean
 from .pairs import KINDS
+from .precision import rendering
 
 TASKS: Registry[Task] = Registry("task", "featurenerf.tasks")
 ANNOTATION_HINT = "see README: annotated format"
@@ -68,6 +69,11 @@ class TaskContext:
     num_parts: int = 8
     num_keypoints: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def rendering(self, net: nn.Module):  # noqa: ANN201 - a context manager
+        """The context a task renders ``net`` in (``--tasks.render_precision``): ``with
+        ctx.rendering(net): ...``. Descriptors from :attr:`descriptors` are rendered in it already."""
+        return rendering(net, self.descriptors.render_dtype)
 
     def wants_picture(self, item: dict) -> bool:
         return self.picture_dir is not None and int(item["pair"]) < self.pictures

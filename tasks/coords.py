@@ -119,10 +119,11 @@ class CanonicalCoords(Task):
             return  # nothing to measure; the pair is not counted
         for method in self.methods:
             net = ctx.models[FIELD_OUTPUTS[method][0]]
-            read = [
-                query_points(net, encode_view(net, v), v, xyz, ("coords",))["coords"].float()
-                for v in (src, trg)
-            ]
+            with ctx.rendering(net):
+                read = [
+                    query_points(net, encode_view(net, v), v, xyz, ("coords",))["coords"].float()
+                    for v in (src, trg)
+                ]
             both, truth = torch.cat(read), xyz.repeat(2, 1)
             self.update(kind, method, "err", (both - truth).norm(dim=-1).mean())
             self.update(kind, method, "R2", coordinate_r2(both, truth))

@@ -29,6 +29,8 @@ from featurenerf.geometry.cameras import project_points, rays_from_pixels, uv_to
 from featurenerf.lru import TensorLRU
 from featurenerf.nerf.renderer import eval_noise, with_occupancy
 
+from .precision import rendering
+
 #: Methods that have per-pixel / per-point descriptors (what label-transfer tasks support by default).
 DESCRIPTOR_METHODS = ("featurenerf", "featurenerf_v", "teacher_2d", "pixelnerf")
 #: Methods in table order.
@@ -169,14 +171,20 @@ class Descriptors:
         models: ``{"model": net, "pixelnerf": net}`` (the second optional).
         methods: the methods to serve (a subset of :data:`METHODS`).
         cache_bytes: budget of the least-recently-used cache of rendered descriptors.
+        render_dtype: autocast dtype of the field renders (``None``: float32); see :func:`rendering`.
     """
 
     def __init__(
-        self, models: dict[str, nn.Module], methods: Sequence[str], cache_bytes: int = 1 << 30
+        self,
+        models: dict[str, nn.Module],
+        methods: Sequence[str],
+        cache_bytes: int = 1 << 30,
+        render_dtype: torch.dtype | None = None,
     ) -> None:
         self.models = models
         self.methods = list(methods)
         self.cache_bytes = cache_bytes
+        self.render_dtype = render_dtype
         self.store = TensorLRU(cache_bytes)
 
     def clear(self) -> None:
@@ -210,7 +218,8 @@ class Descriptors:
 
         def make() -> dict[str, Tensor]:
             net = self.models[model]
-            rendered = render_pixels(net, encode_view(net, cond), view, pixel_uv(ij), outputs)
+            with rendering(net, self.render_dtype):
+                rendered = render_pixels(net, encode_view(net, cond), view, pixel_uv(ij), outputs)
             return {k: F.normalize(v.float(), dim=-1) for k, v in rendered.items()}
 
         return self._cached(key, make)[output]
@@ -234,7 +243,8 @@ class Descriptors:
 
         def make() -> dict[str, Tensor]:
             net = self.models[model]
-            out = query_points(net, encode_view(net, cond), cond, xyz, outputs)
+            with rendering(net, self.render_dtype):
+                out = query_points(net, encode_view(net, cond), cond, xyz, outputs)
             return {k: F.normalize(v.float(), dim=-1) for k, v in out.items()}
 
         return self._cached(key, make)[output]

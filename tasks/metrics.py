@@ -30,12 +30,26 @@ def pck_thresholds_2d(image_size: int) -> tuple[float, ...]:
     return tuple(t * image_size / 128.0 for t in PCK_2D_PIXELS_AT_128)
 
 
-def cosine_nearest(query: Tensor, keys: Tensor, chunk: int = 4096) -> Tensor:
+#: Similarities per block of nearest-neighbour search (4 MB of float32): the block stays in cache while
+#: its rows are reduced. With ~3,700 keys (a 3D part pair) this is ~280 query rows a block, which on one
+#: CPU thread matched 1.5-1.7x faster than 4,096-row blocks, with the same picks.
+SIMILARITY_BLOCK = 1 << 20
+
+
+def query_blocks(query: Tensor, num_keys: int, chunk: int | None = None) -> tuple[Tensor, ...]:
+    """``query`` (N, D) split into row blocks of at most ``chunk`` rows (default: as many as keep
+    :data:`SIMILARITY_BLOCK` similarities to ``num_keys`` keys in one block)."""
+    rows = chunk or max(1, SIMILARITY_BLOCK // max(num_keys, 1))
+    return query.split(rows)
+
+
+def cosine_nearest(query: Tensor, keys: Tensor, chunk: int | None = None) -> Tensor:
     """Index of each query's nearest key by cosine similarity.
 
     Args:
         query: (N, D) descriptors; keys: (M, D) descriptors (M >= 1). Neither needs to be normalised.
-        chunk: query rows per similarity block, so memory stays O(chunk * M) for full images.
+        chunk: query rows per similarity block (default: see :func:`query_blocks`), so memory stays
+            O(chunk * M) for full images.
     Returns:
         (N,) int64 indices into ``keys`` (ties go to the lowest index).
     """
@@ -43,7 +57,7 @@ def cosine_nearest(query: Tensor, keys: Tensor, chunk: int = 4096) -> Tensor:
         raise ValueError("cosine_nearest: no keys to match against")
     q = F.normalize(query.float(), dim=-1)
     k = F.normalize(keys.float(), dim=-1)
-    out = [(part @ k.T).argmax(dim=1) for part in q.split(chunk)]
+    out = [(part @ k.T).argmax(dim=1) for part in query_blocks(q, k.shape[0], chunk)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=query.device)
 
 
@@ -75,7 +89,7 @@ def vote_labels(sources: Sequence[tuple[Tensor, Tensor]], trg_desc: Tensor) -> T
     votes, sims = [], []
     for desc, labels in sources:
         k = F.normalize(desc.float(), dim=-1)
-        best = [(part @ k.T).max(dim=1) for part in q.split(4096)]
+        best = [(part @ k.T).max(dim=1) for part in query_blocks(q, k.shape[0])]
         sims.append(torch.cat([b.values for b in best]))
         votes.append(labels[torch.cat([b.indices for b in best])])
     votes_t, sims_t = torch.stack(votes, 1), torch.stack(sims, 1)  # (N, K)

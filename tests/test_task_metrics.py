@@ -22,6 +22,24 @@ def test_cosine_nearest_ignores_scale_and_picks_best_angle():
     assert cosine_nearest(query, keys, chunk=1).tolist() == [0, 1, 2, 1]
 
 
+def test_similarity_blocks_shrink_with_the_keys_and_do_not_change_the_picks(monkeypatch):
+    from featurenerf.tasks import metrics
+    from featurenerf.tasks.metrics import query_blocks, vote_labels
+
+    q = torch.zeros(1000, 4)
+    assert [len(b) for b in query_blocks(q, num_keys=1 << 19)][:3] == [2, 2, 2]  # 2 rows x 2^19 keys
+    assert [len(b) for b in query_blocks(q, num_keys=10)] == [1000]
+    assert [len(b) for b in query_blocks(q, num_keys=10, chunk=300)] == [300, 300, 300, 100]
+    g = torch.Generator().manual_seed(0)
+    query, keys = torch.randn(700, 16, generator=g), torch.randn(500, 16, generator=g)
+    labels = torch.randint(0, 4, (500,), generator=g)
+    one_block = cosine_nearest(query, keys, chunk=700)
+    votes = vote_labels([(keys, labels), (keys[:300], labels[:300])], query)
+    monkeypatch.setattr(metrics, "SIMILARITY_BLOCK", 500 * 64)  # 64-row blocks
+    assert torch.equal(cosine_nearest(query, keys), one_block)
+    assert torch.equal(vote_labels([(keys, labels), (keys[:300], labels[:300])], query), votes)
+
+
 def test_perfect_transfer_gives_miou_one():
     labels = torch.tensor([0, 1, 1, 2, 3, 3])
     desc = F.one_hot(labels, 4).float()

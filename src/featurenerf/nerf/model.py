@@ -58,6 +58,12 @@ from featurenerf.rendering.bounds import Box, Sphere
 
 __all__ = ["RENDERABLE", "Conditioning", "FeatureNeRFNet", "NetConfig", "bilinear_taps"]
 
+#: Points per block of the field without autograd on a CPU (GPUs take ``chunk * 16``): a block's
+#: activations (16k x 128 floats) then stay in cache between layers. Rendering the toy model's field
+#: at 100k points on one thread took 0.63-0.69 s in float32 with 8-16k-point blocks against 0.94 s with
+#: 64k, and 0.33 against 0.36-0.40 s in bf16.
+CPU_FIELD_BLOCK = 16384
+
 
 def _default_dirs(xyz: Tensor) -> Tensor:
     """+z for every point: the view direction used when a caller has none."""
@@ -341,6 +347,8 @@ class FeatureNeRFNet(nn.Module):
         cond = self.prepare(cond)
         keep = tuple(keep)
         block = self.chunk * 16
+        if inputs.x.device.type == "cpu":
+            block = min(block, CPU_FIELD_BLOCK)
         n = inputs.num_points
         if n > block and not torch.is_grad_enabled():
             parts = [self.field(cond, inputs.block(s, s + block), heads, keep) for s in range(0, n, block)]

@@ -278,8 +278,39 @@ def data_versions(jobs: list[Job]) -> dict[str, str | None]:
     return out
 
 
+def render_precisions(jobs: list[Job]) -> dict[str, int]:
+    """How many finished evaluations rendered their fields in each precision (``32``, ``bf16``;
+    ``unrecorded`` for results written before ``--tasks.render_precision`` existed: float32)."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        path = job.run_dir / "tasks" / "results.json"
+        if job.kind != "eval" or not path.exists():
+            continue
+        try:
+            protocol = json.loads(path.read_text()).get("protocol", {})
+        except (OSError, ValueError):
+            continue
+        key = str(protocol.get("render_precision", "unrecorded"))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _precision_line(counts: dict[str, int]) -> str:
+    names = {"32": "float32", "bf16": "bf16 autocast", "unrecorded": "float32 (before the option)"}
+    parts = [f"{names.get(k, k)} in {n}" for k, n in sorted(counts.items())]
+    return (
+        f"- evaluation renders: {', '.join(parts)} of {sum(counts.values())} evaluation(s) "
+        "(`--tasks.render_precision auto`: bf16 where the device multiplies it natively); labels are "
+        "always matched in float32"
+    )
+
+
 def _budget_lines(
-    budget: Budget, walls: dict, last_run: dict | None, versions: dict[str, str | None] | None = None
+    budget: Budget,
+    walls: dict,
+    last_run: dict | None,
+    versions: dict[str, str | None] | None = None,
+    precisions: dict[str, int] | None = None,
 ) -> list[str]:
     fits = [v for k, v in walls["per_job"].items() if k.startswith("fit-")]
     evals = [v for k, v in walls["per_job"].items() if k.startswith("eval-")]
@@ -297,6 +328,8 @@ def _budget_lines(
         ),
         f"- device: {device_line(budget)}",
     ]
+    if precisions:
+        lines.append(_precision_line(precisions))
     if fits:
         lines.append(
             f"- wall time: fits {sum(fits) / 60:.1f} min in all ({sum(fits) / len(fits):.0f} s each on average)"
@@ -423,12 +456,14 @@ def write_report(
     walls = wall_times(out, jobs)
     method = BOOTSTRAP_METHOD.format(replicates=replicates, seed=boot_seed)
     versions = data_versions(jobs)
-    budget_lines = _budget_lines(budget, walls, last_run, versions)
+    precisions = render_precisions(jobs)
+    budget_lines = _budget_lines(budget, walls, last_run, versions, precisions)
     lines = [*_intro_lines(command, method), "", "## Budget", "", *budget_lines]
     results_json: dict = {
         "command": command,
         "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in budget.__dict__.items()},
         "data_synth": versions,
+        "render_precisions": precisions,
         "last_run": last_run,
         "bootstrap": {"method": method, "replicates": replicates, "seed": boot_seed, "level": 0.95},
         "categories": {},
