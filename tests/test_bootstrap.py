@@ -70,3 +70,14 @@ def test_missing_values_and_empty_input():
         bootstrap_interval([[1.0]], level=1.5)
     with pytest.raises(ValueError, match="replicates"):
         bootstrap_replicates([[1.0]], replicates=0)
+
+
+def test_a_seed_independent_method_is_one_sample_not_two():
+    """The 2D teacher gives both seeds the same per-pair values: its interval is that of one seed (pooling
+    two resamples of the same pairs would narrow it by about 1/sqrt(2)); distinct seeds still pool."""
+    x = np.random.default_rng(2).normal(0.5, 0.2, 400)
+    once = bootstrap_interval([x], replicates=4000)
+    twice = bootstrap_interval([x, x.copy()], replicates=4000)
+    assert (twice.lo, twice.mean, twice.hi, twice.pairs, twice.seeds) == (once.lo, once.mean, once.hi, 400, 1)
+    other = bootstrap_interval([x, x[::-1].copy()], replicates=4000)  # same values, other pairs: two samples
+    assert other.seeds == 2 and (other.hi - other.lo) < 0.8 * (once.hi - once.lo)

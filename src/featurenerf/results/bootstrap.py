@@ -6,6 +6,10 @@ as it has) and averages the resampled per-seed means over the seeds; the interva
 percentile of the replicates (percentile bootstrap). The random generator is seeded with a fixed
 ``seed``, and the resampled indices depend only on that seed and the pair counts, so every method with
 the same pairs is resampled with the *same* indices (a paired comparison) and reruns give equal intervals.
+
+Seeds whose per-pair values are identical are one sample, counted once: a method that does not depend on
+the training seed (the 2D teacher, copying the input) gives every seed the same values, and averaging two
+independent resamples of one sample would make its interval about 1/sqrt(2) as wide as it is.
 """
 
 from __future__ import annotations
@@ -78,6 +82,15 @@ def bootstrap_replicates(
     return total / len(seeds)
 
 
+def distinct_samples(per_seed: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``per_seed`` without the arrays equal to an earlier one (a seed-independent method's repeats)."""
+    out: list[np.ndarray] = []
+    for x in per_seed:
+        if not any(x.shape == y.shape and np.array_equal(x, y) for y in out):
+            out.append(x)
+    return out
+
+
 def bootstrap_interval(
     per_seed: Sequence[Sequence[float] | np.ndarray],
     level: float = 0.95,
@@ -94,7 +107,7 @@ def bootstrap_interval(
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    seeds = [x for x in (_clean(v) for v in per_seed) if x.size]
+    seeds = distinct_samples([x for x in (_clean(v) for v in per_seed) if x.size])
     if not seeds:
         return None
     mean = float(np.mean([x.mean() for x in seeds]))

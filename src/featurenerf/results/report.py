@@ -40,9 +40,10 @@ COLUMNS = (
 #: (task, metric) rows the issue's targets are judged on, both kinds.
 TARGETS = (("keypoints_3d", "PCK@0.1"), ("part_seg_3d", "mIoU"))
 BOOTSTRAP_METHOD = (
-    "percentile bootstrap over pairs, pooled over seeds: each replicate resamples every seed's pairs with "
-    "replacement, averages each seed's resampled pairs and then the seeds; the interval is the 2.5th-97.5th "
-    "percentile of {replicates} replicates (generator seed {seed}, the same resampled pairs for every method)"
+    "percentile bootstrap over pairs, pooled over seeds: each replicate resamples every seed's pairs with replacement, "
+    "averages each seed's resampled pairs and then the seeds; the interval is the 2.5th-97.5th percentile of "
+    "{replicates} replicates (generator seed {seed}, the same resampled pairs for every method); a method whose "
+    "per-pair values are the same for every seed (`teacher_2d`, `copy_input`) is one sample, resampled once"
 )
 
 
