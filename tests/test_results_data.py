@@ -85,3 +85,21 @@ def test_non_default_data_options_join_the_prepare_marker_spec_default_ones_do_n
     asked = make_plan(cats, Budget(steps=3, pairs=3, styles=(("toy_cars", "front_back"),)), tmp_path)[0]
     assert plain.spec == {"config": "configs/toy_cars.yaml", "root": "data/study/toy_cars", "extra": []}
     assert asked.spec == {**plain.spec, "style": "front_back"}
+
+
+def test_a_variants_own_overrides_win_over_the_studys_extra_ones(tmp_path: Path) -> None:
+    """``--model.distill_weight 1.0`` passed to the study reaches the distilling variants, never the
+    ``pixelnerf`` baseline (its weight 0 comes after), nor ``featurenerf_nocoord``'s coordinate weight."""
+    extra = ("--model.distill_weight", "1.0", "--model.coord_weight", "0.5")
+    jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0,), pairs=3, extra=extra), tmp_path)
+    fits = {j.name: j.argv for j in jobs if j.kind == "fit"}
+
+    def last(argv: list[str], key: str) -> str:
+        return argv[len(argv) - 1 - argv[::-1].index(key) + 1]
+
+    assert last(fits["fit-toy_cars-featurenerf-s0"], "--model.distill_weight") == "1.0"
+    assert last(fits["fit-toy_cars-featurenerf-s0"], "--model.coord_weight") == "0.5"
+    assert last(fits["fit-toy_cars-pixelnerf-s0"], "--model.distill_weight") == "0"
+    assert last(fits["fit-toy_cars-pixelnerf-s0"], "--model.coord_weight") == "0"
+    assert last(fits["fit-toy_cars-featurenerf_nocoord-s0"], "--model.coord_weight") == "0"
+    assert last(fits["fit-toy_cars-featurenerf_nocoord-s0"], "--model.distill_weight") == "1.0"

@@ -282,6 +282,9 @@ def _fit_job(cat: Category, budget: Budget, seed: int, variant: str, overrides: 
         featurenerf_argv(
             "fit",
             *_common(cat, budget, seed),
+            # The study's extra overrides first: a variant's own (pixelnerf's zero distillation weight)
+            # must win over them, or `--model.distill_weight 1.0` would make the baseline distil.
+            *budget.extra,
             *overrides,
             "--trainer.max_steps",
             str(budget.steps),
@@ -293,7 +296,6 @@ def _fit_job(cat: Category, budget: Budget, seed: int, variant: str, overrides: 
             str(run.parent),
             "--run_name",
             run.name,
-            *budget.extra,
         ),
         deps=[f"prepare-{cat.name}"],
         run_dir=run,
