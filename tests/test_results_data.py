@@ -5,6 +5,7 @@ from pathlib import Path
 
 from featurenerf.data.synth import generate_dataset
 from featurenerf.results.plan import CATEGORIES, Budget, make_plan
+from featurenerf.results.provenance import loss_weights, weights_line
 from featurenerf.results.report import data_versions
 
 
@@ -22,6 +23,41 @@ def test_data_line_reads_each_categorys_record_not_the_studys_settings(tmp_path:
         "--train-cameras per_object",
         "toy_chairs": None,
     }
+
+
+def test_loss_weights_are_read_from_each_fits_saved_config(tmp_path: Path) -> None:
+    """The report names the weights the fits were trained with (their ``config.yaml``), not the study's
+    options: a seed trained otherwise shows as a second setting, and a fit not run yet is left out."""
+    jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0, 1), pairs=3), tmp_path / "out")
+    fits = {j.name: j for j in jobs if j.kind == "fit"}
+
+    def save(name: str, distill: float, coord: float, teacher: object) -> None:
+        run = fits[name].run_dir
+        run.mkdir(parents=True)
+        model = f"model:\n  rgb_weight: 1.0\n  distill_weight: {distill}\n  coord_weight: {coord}\n"
+        (run / "config.yaml").write_text(model + "  coord_loss: release\n  lr: 0.001\ndata:\n" + teacher)
+
+    save("fit-toy_cars-featurenerf-s0", 2.0, 0.25, "  teacher: efficientnet_lite0\n")
+    save("fit-toy_cars-featurenerf-s1", 0.25, 0.25, "  teacher: efficientnet_lite0\n")
+    save("fit-toy_cars-pixelnerf-s0", 0.0, 0.0, "  teacher:\n    class_path: a.b.PartsOracle\n")
+    weights = loss_weights(jobs)
+    assert weights == {
+        "featurenerf": [
+            {"rgb_weight": 1.0, "distill_weight": 2.0, "coord_weight": 0.25, "coord_loss": "release",
+             "teacher": "efficientnet_lite0"},
+            {"rgb_weight": 1.0, "distill_weight": 0.25, "coord_weight": 0.25, "coord_loss": "release",
+             "teacher": "efficientnet_lite0"},
+        ],
+        "pixelnerf": [
+            {"rgb_weight": 1.0, "distill_weight": 0.0, "coord_weight": 0.0, "coord_loss": "release",
+             "teacher": "PartsOracle"},
+        ],
+    }  # fmt: skip
+    assert weights_line(weights) == (
+        "- loss weights (each fit's saved `config.yaml`): featurenerf: rgb 1.0, distill 2.0, coord 0.25 "
+        "(release), teacher efficientnet_lite0 | rgb 1.0, distill 0.25, coord 0.25 (release), teacher "
+        "efficientnet_lite0; pixelnerf: rgb 1.0, distill 0.0, coord 0.0, teacher PartsOracle"
+    )
 
 
 def test_prepare_makes_the_asked_data_and_refuses_data_made_otherwise(tmp_path: Path, capsys) -> None:

@@ -196,6 +196,14 @@ def test_results_json_keeps_per_pair_values_and_intervals(study):
     words = {"32": "float32", "bf16": "bf16 autocast"}
     listed = ", ".join(f"{words[k]} in {n}" for k, n in sorted(precisions.items()))
     assert f"- evaluation renders: {listed} of {len(evals)} evaluation(s)" in md
+    # Each variant's loss weights as its fits' saved configs record them (the baseline's are zero).
+    weights = data["loss_weights"]
+    assert weights["pixelnerf"] == [
+        {"rgb_weight": 1.0, "distill_weight": 0.0, "coord_weight": 0.0, "coord_loss": "release",
+         "teacher": "PoolTeacher"}
+    ]  # fmt: skip
+    assert [(w["distill_weight"], w["coord_weight"]) for w in weights["featurenerf_nocoord"]] == [(0.25, 0.0)]
+    assert "featurenerf: rgb 1.0, distill 0.25, coord 0.25 (release), teacher PoolTeacher;" in md
 
 
 def test_compare_of_a_study_with_itself_finds_no_difference(study, capsys):

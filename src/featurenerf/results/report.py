@@ -16,8 +16,6 @@ import shutil
 import time
 from pathlib import Path
 
-from featurenerf.data.synth.generate import options_of
-from featurenerf.data.synth.shapes import shape_styles
 from featurenerf.io import atomic_write, atomic_write_bytes, atomic_write_json
 from featurenerf.tasks.tables import format_value
 
@@ -25,6 +23,7 @@ from .bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, Interval, bootstrap_int
 from .compare import study_digests
 from .paired import paired_intervals, paired_table
 from .plan import ORACLE, Budget, Job
+from .provenance import data_versions, loss_weights, precision_line, render_precisions, weights_line
 
 #: Column order of the table.
 COLUMNS = (
@@ -248,70 +247,13 @@ def wall_times(out: Path, jobs: list[Job]) -> dict:
     return {"per_job": per_job, "by_kind": by_kind}
 
 
-def data_versions(jobs: list[Job]) -> dict[str, str | None]:
-    """Category → how its data was made, from ``synth.json``: ``data synth`` version, its size (objects ×
-    views × px, seed: the data found may predate the study's own settings), plus the options that change
-    the data when not the default (``style``, per-object training cameras); None when the data was not
-    made by ``data synth`` or the record is unreadable. Figures of toy data made differently are not
-    comparable."""
-    out: dict[str, str | None] = {}
-    for job in jobs:
-        if job.kind != "prepare" or "--root" not in job.argv:
-            continue
-        record = Path(job.argv[job.argv.index("--root") + 1]) / "synth.json"
-        try:
-            made = json.loads(record.read_text())
-            text = (
-                f"version {int(made['version'])}, {int(made['objects'])} objects × {int(made['views'])} views "
-                f"× {int(made['size'])} px, seed {int(made['seed'])}"
-            )
-            default_style = shape_styles(made["category"])[0]
-        except (OSError, ValueError, KeyError, TypeError):
-            out[job.category] = None
-            continue
-        # The options as data synth reads its own record, named only where they are not the default.
-        options = options_of(made) or {}
-        if options.get("style") not in (None, default_style):
-            text += f", --style {options['style']}"
-        if options.get("train_cameras") == "per_object":
-            text += ", --train-cameras per_object"
-        out[job.category] = text
-    return out
-
-
-def render_precisions(jobs: list[Job]) -> dict[str, int]:
-    """How many finished evaluations rendered their fields in each precision (``32``, ``bf16``;
-    ``unrecorded`` for results written before ``--tasks.render_precision`` existed: float32)."""
-    counts: dict[str, int] = {}
-    for job in jobs:
-        path = job.run_dir / "tasks" / "results.json"
-        if job.kind != "eval" or not path.exists():
-            continue
-        try:
-            protocol = json.loads(path.read_text()).get("protocol", {})
-        except (OSError, ValueError):
-            continue
-        key = str(protocol.get("render_precision", "unrecorded"))
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def _precision_line(counts: dict[str, int]) -> str:
-    names = {"32": "float32", "bf16": "bf16 autocast", "unrecorded": "float32 (before the option)"}
-    parts = [f"{names.get(k, k)} in {n}" for k, n in sorted(counts.items())]
-    return (
-        f"- evaluation renders: {', '.join(parts)} of {sum(counts.values())} evaluation(s) "
-        "(`--tasks.render_precision auto`: bf16 where the device multiplies it natively); labels are "
-        "always matched in float32"
-    )
-
-
 def _budget_lines(
     budget: Budget,
     walls: dict,
     last_run: dict | None,
     versions: dict[str, str | None] | None = None,
     precisions: dict[str, int] | None = None,
+    weights: dict[str, list[dict]] | None = None,
 ) -> list[str]:
     fits = [v for k, v in walls["per_job"].items() if k.startswith("fit-")]
     evals = [v for k, v in walls["per_job"].items() if k.startswith("eval-")]
@@ -329,8 +271,10 @@ def _budget_lines(
         ),
         f"- device: {device_line(budget)}",
     ]
+    if weights:
+        lines.append(weights_line(weights))
     if precisions:
-        lines.append(_precision_line(precisions))
+        lines.append(precision_line(precisions))
     if fits:
         lines.append(
             f"- wall time: fits {sum(fits) / 60:.1f} min in all ({sum(fits) / len(fits):.0f} s each on average)"
@@ -458,13 +402,15 @@ def write_report(
     method = BOOTSTRAP_METHOD.format(replicates=replicates, seed=boot_seed)
     versions = data_versions(jobs)
     precisions = render_precisions(jobs)
-    budget_lines = _budget_lines(budget, walls, last_run, versions, precisions)
+    weights = loss_weights(jobs)
+    budget_lines = _budget_lines(budget, walls, last_run, versions, precisions, weights)
     lines = [*_intro_lines(command, method), "", "## Budget", "", *budget_lines]
     results_json: dict = {
         "command": command,
         "budget": {k: (list(v) if isinstance(v, tuple) else v) for k, v in budget.__dict__.items()},
         "data_synth": versions,
         "render_precisions": precisions,
+        "loss_weights": weights,
         "last_run": last_run,
         "bootstrap": {"method": method, "replicates": replicates, "seed": boot_seed, "level": 0.95},
         "categories": {},
