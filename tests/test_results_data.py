@@ -5,8 +5,7 @@ from pathlib import Path
 
 from featurenerf.data.synth import generate_dataset
 from featurenerf.results.plan import CATEGORIES, Budget, make_plan
-from featurenerf.results.provenance import loss_weights, weights_line
-from featurenerf.results.report import data_versions
+from featurenerf.results.provenance import data_versions, loss_weights, weights_line
 
 
 def test_data_line_reads_each_categorys_record_not_the_studys_settings(tmp_path: Path) -> None:
