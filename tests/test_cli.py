@@ -203,7 +203,8 @@ def test_validate_naming_tasks_evaluates_every_pair_and_says_how_long(trained_ru
     captured = capsys.readouterr()
     assert "evaluating every pair (the config's trainer.limit_val_batches 6 is for fit" in captured.err
     assert re.search(r"^validate: finished in \d", captured.err, re.M), captured.err
-    assert "validation part_seg_2d: 8/8 batches" in captured.out  # progress lines: stdout is not a terminal
+    # progress lines (stdout is not a terminal), each with the time the task has taken so far
+    assert re.search(r"^validation part_seg_2d: 8/8 batches \(\d+\.\d s\)$", captured.out, re.M), captured.out
     results = (trained_run / "tasks" / "results.md").read_text()
     assert "4 cross-instance and 4 cross-view pairs" in results and "limit_val_batches" not in results
 

@@ -56,6 +56,28 @@ def test_each_loss_term_reaches_its_head_only():
     assert w[9:].abs().sum() == 0  # ... nor the canonical coordinate
 
 
+@pytest.mark.parametrize("encoder_lr", [None, 0.0, 1e-5])
+def test_encoder_lr_sets_the_encoders_own_step(encoder_lr):
+    model = FeatureNeRF(feature_dim=5, lr=1e-3, encoder_lr=encoder_lr, **TINY)
+    opt = model.configure_optimizers()
+    enc = {id(p) for p in model.net.encoder.parameters()}
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert set(lrs) == {id(p) for p in model.parameters()}  # every parameter once
+    assert all(lrs[i] == (1e-3 if encoder_lr is None else encoder_lr) for i in enc)
+    assert all(lr == 1e-3 for i, lr in lrs.items() if i not in enc)
+    before = model.net.encoder.conv1.weight.detach().clone()
+    mlp_before = model.net.mlp.lin_out.weight.detach().clone()
+    with torch.no_grad():
+        model.net.mlp.lin_out.bias[3] = 3.0
+    batch, rays = camera_batch(feature_dim=5)
+    model.compute_losses(batch, rays)["loss"].backward()
+    opt.step()
+    moved = (model.net.encoder.conv1.weight - before).abs().max()
+    assert (moved == 0) == (encoder_lr == 0.0)  # a zero rate freezes the encoder, nothing else does
+    assert moved <= 1.01 * (1e-3 if encoder_lr is None else encoder_lr)  # Adam's first step: at most lr
+    assert (model.net.mlp.lin_out.weight - mlp_before).abs().max() > 0
+
+
 class _PerfectCoords(FeatureNeRFNet):
     """A field whose canonical-coordinate head returns the true sample position."""
 

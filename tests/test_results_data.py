@@ -30,32 +30,34 @@ def test_loss_weights_are_read_from_each_fits_saved_config(tmp_path: Path) -> No
     jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0, 1), pairs=3), tmp_path / "out")
     fits = {j.name: j for j in jobs if j.kind == "fit"}
 
-    def save(name: str, distill: float, coord: float, teacher: object) -> None:
+    def save(name: str, distill: float, coord: float, teacher: object, encoder_lr: str = "null") -> None:
         run = fits[name].run_dir
         run.mkdir(parents=True)
         model = f"model:\n  rgb_weight: 1.0\n  distill_weight: {distill}\n  coord_weight: {coord}\n"
-        (run / "config.yaml").write_text(model + "  coord_loss: release\n  lr: 0.001\ndata:\n" + teacher)
+        rates = f"  lr: 0.001\n  encoder_lr: {encoder_lr}\n"
+        (run / "config.yaml").write_text(model + "  coord_loss: release\n" + rates + "data:\n" + teacher)
 
-    save("fit-toy_cars-featurenerf-s0", 2.0, 0.25, "  teacher: efficientnet_lite0\n")
+    save("fit-toy_cars-featurenerf-s0", 2.0, 0.25, "  teacher: efficientnet_lite0\n", "0.002")
     save("fit-toy_cars-featurenerf-s1", 0.25, 0.25, "  teacher: efficientnet_lite0\n")
     save("fit-toy_cars-pixelnerf-s0", 0.0, 0.0, "  teacher:\n    class_path: a.b.PartsOracle\n")
     weights = loss_weights(jobs)
     assert weights == {
         "featurenerf": [
             {"rgb_weight": 1.0, "distill_weight": 2.0, "coord_weight": 0.25, "coord_loss": "release",
-             "teacher": "efficientnet_lite0"},
+             "lr": 0.001, "encoder_lr": 0.002, "teacher": "efficientnet_lite0"},
             {"rgb_weight": 1.0, "distill_weight": 0.25, "coord_weight": 0.25, "coord_loss": "release",
-             "teacher": "efficientnet_lite0"},
+             "lr": 0.001, "teacher": "efficientnet_lite0"},
         ],
         "pixelnerf": [
             {"rgb_weight": 1.0, "distill_weight": 0.0, "coord_weight": 0.0, "coord_loss": "release",
-             "teacher": "PartsOracle"},
+             "lr": 0.001, "teacher": "PartsOracle"},
         ],
     }  # fmt: skip
     assert weights_line(weights) == (
-        "- loss weights (each fit's saved `config.yaml`): featurenerf: rgb 1.0, distill 2.0, coord 0.25 "
-        "(release), teacher efficientnet_lite0 | rgb 1.0, distill 0.25, coord 0.25 (release), teacher "
-        "efficientnet_lite0; pixelnerf: rgb 1.0, distill 0.0, coord 0.0, teacher PartsOracle"
+        "- loss weights and learning rates (each fit's saved `config.yaml`): featurenerf: rgb 1.0, "
+        "distill 2.0, coord 0.25 (release), lr 0.001, encoder lr 0.002, teacher efficientnet_lite0 | "
+        "rgb 1.0, distill 0.25, coord 0.25 (release), lr 0.001, teacher efficientnet_lite0; "
+        "pixelnerf: rgb 1.0, distill 0.0, coord 0.0, lr 0.001, teacher PartsOracle"
     )
 
 

@@ -63,6 +63,8 @@ class FeatureNeRF(L.LightningModule):
             each ray's average prediction, which a near-constant x̂ already meets (its loss stays at that
             floor in toy runs); ``pointwise`` teaches x̂ = x at every sample, the surface included.
         lr: Adam learning rate (1e-4, no decay).
+        encoder_lr: the image encoder's own learning rate (default ``None``: ``lr``, as pixelNeRF
+            fine-tunes its ResNet with the MLP). A pretrained trunk can be kept closer to its weights.
         bbox_steps: draw training rays inside the object's 2D box for this many steps (paper: 100k).
         max_skip_fraction: stop with an error when more than this fraction of the last
             ``skip_grace_steps`` steps had non-finite losses or gradients (such steps are skipped). A
@@ -85,6 +87,7 @@ class FeatureNeRF(L.LightningModule):
         coord_weight: NonNegativeFloat = 0.25,
         coord_loss: Literal["release", "weighted", "pointwise"] = "release",
         lr: PositiveFloat = 1e-4,
+        encoder_lr: NonNegativeFloat | None = None,
         bbox_steps: NonNegativeInt = 100_000,
         max_skip_fraction: ClosedUnitInterval = 0.2,
         skip_grace_steps: NonNegativeInt = 20,
@@ -243,7 +246,15 @@ class FeatureNeRF(L.LightningModule):
     def configure_optimizers(self):
         # On CUDA the fused Adam updates every parameter in one kernel (the foreach default launches a
         # few per parameter group and step, host time that a launch-bound step cannot hide).
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=self.device.type == "cuda")
+        fused = self.device.type == "cuda"
+        encoder_lr = self.hparams.get("encoder_lr")
+        if encoder_lr is None:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
+        encoder = list(self.net.encoder.parameters())
+        mine = {id(p) for p in encoder}
+        rest = [p for p in self.parameters() if id(p) not in mine]
+        groups = [{"params": rest}, {"params": encoder, "lr": encoder_lr}]
+        return torch.optim.Adam(groups, lr=self.hparams.lr, fused=fused)
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -46,6 +46,7 @@ class ProgressLog(Callback):
         self.when = when
         self._start: tuple[float, int] | None = None
         self._last_step = -1
+        self._loader_start: dict[int, float] = {}  # dataloader index → when its first batch began
 
     @property
     def active(self) -> bool:
@@ -101,6 +102,12 @@ class ProgressLog(Callback):
                 left.append(cb.time_remaining("train"))
         return max(0.0, min(left)) if left else None
 
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx == 0:
+            self._loader_start[dataloader_idx] = time.monotonic()
+
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
@@ -110,7 +117,13 @@ class ProgressLog(Callback):
         totals = list(trainer.num_val_batches or [])
         total = int(totals[dataloader_idx]) if dataloader_idx < len(totals) else 0
         if done % self.every_n_steps == 0 or done == total:
-            print(f"validation {_loader_name(pl_module, dataloader_idx)}: {done}/{total} batches", flush=True)
+            # the time since the loader's first batch tells which task an evaluation spends its time on
+            elapsed = time.monotonic() - self._loader_start.get(dataloader_idx, time.monotonic())
+            print(
+                f"validation {_loader_name(pl_module, dataloader_idx)}: {done}/{total} batches"
+                f" ({format_duration(elapsed)})",
+                flush=True,
+            )
 
 
 def _loader_name(pl_module, dataloader_idx: int) -> str:

@@ -19,6 +19,8 @@ from .plan import Job
 
 #: The loss settings a fit's ``config.yaml`` records under ``model`` and the report names.
 LOSS_KEYS = ("rgb_weight", "distill_weight", "coord_weight", "coord_loss")
+#: The learning rates it records there (``encoder_lr``: ``None`` or absent means the encoder trains at ``lr``).
+RATE_KEYS = ("lr", "encoder_lr")
 
 
 def data_versions(jobs: list[Job]) -> dict[str, str | None]:
@@ -88,9 +90,10 @@ def _teacher_name(teacher: object) -> str | None:
 
 
 def loss_weights(jobs: list[Job]) -> dict[str, list[dict]]:
-    """Variant → the distinct loss settings its fits were trained with (usually one), each
-    ``{rgb_weight, distill_weight, coord_weight, coord_loss, teacher}`` as the fit's saved
-    ``config.yaml`` records them. Fits without a readable config (not run yet) are left out."""
+    """Variant → the distinct loss settings and learning rates its fits were trained with (usually one),
+    each ``{rgb_weight, distill_weight, coord_weight, coord_loss, lr, encoder_lr, teacher}`` as the fit's
+    saved ``config.yaml`` records them (``encoder_lr`` only when set). Fits without a readable config (not
+    run yet) are left out."""
     out: dict[str, list[dict]] = {}
     for job in jobs:
         path = job.run_dir / "config.yaml"
@@ -99,7 +102,7 @@ def loss_weights(jobs: list[Job]) -> dict[str, list[dict]]:
         try:
             config = yaml.safe_load(path.read_text())
             model = config["model"]
-            setting = {key: model[key] for key in LOSS_KEYS if key in model}
+            setting = {key: model[key] for key in LOSS_KEYS + RATE_KEYS if model.get(key) is not None}
             setting["teacher"] = _teacher_name((config.get("data") or {}).get("teacher"))
         except (OSError, yaml.YAMLError, KeyError, TypeError):
             continue
@@ -109,14 +112,15 @@ def loss_weights(jobs: list[Job]) -> dict[str, list[dict]]:
 
 
 def weights_line(weights: dict[str, list[dict]]) -> str:
-    """The budget line naming each variant's loss weights (e.g. ``featurenerf: rgb 1.0, distill 2.0,
-    coord 0.25 (release)``)."""
+    """The budget line naming each variant's loss weights and learning rates (e.g. ``featurenerf: rgb 1.0,
+    distill 2.0, coord 0.25 (release), lr 0.0005, encoder lr 0.002``)."""
 
     def one(s: dict) -> str:
         text = ", ".join(f"{k.removesuffix('_weight')} {s[k]}" for k in LOSS_KEYS[:3] if k in s)
         if s.get("coord_weight") and "coord_loss" in s:
             text += f" ({s['coord_loss']})"
+        text += "".join(f", {k.replace('_', ' ')} {s[k]}" for k in RATE_KEYS if k in s)
         return text + (f", teacher {s['teacher']}" if s.get("teacher") else "")
 
     parts = [f"{variant}: {' | '.join(one(s) for s in settings)}" for variant, settings in weights.items()]
-    return f"- loss weights (each fit's saved `config.yaml`): {'; '.join(parts)}"
+    return f"- loss weights and learning rates (each fit's saved `config.yaml`): {'; '.join(parts)}"
