@@ -23,7 +23,6 @@ TINY_MODEL = {
     "lr": 1.0e-3,
     "bbox_steps": 1,
 }
-LR = 0.001  # TINY's lr as the fits' saved configs write it
 TEACHER_MODULE = '''
 import torch
 import torch.nn.functional as F
@@ -201,10 +200,13 @@ def test_results_json_keeps_per_pair_values_and_intervals(study):
     weights = data["loss_weights"]
     assert weights["pixelnerf"] == [
         {"rgb_weight": 1.0, "distill_weight": 0.0, "coord_weight": 0.0, "coord_loss": "release",
-         "lr": LR, "teacher": "PoolTeacher"}
+         "lr": TINY_MODEL["lr"], "teacher": "PoolTeacher"}
     ]  # fmt: skip
     assert [(w["distill_weight"], w["coord_weight"]) for w in weights["featurenerf_nocoord"]] == [(0.25, 0.0)]
-    assert f"featurenerf: rgb 1.0, distill 0.25, coord 0.25 (release), lr {LR}, teacher PoolTeacher;" in md
+    assert (
+        f"featurenerf: rgb 1.0, distill 0.25, coord 0.25 (release), lr {TINY_MODEL['lr']}, teacher PoolTeacher;"
+        in md
+    )
 
 
 def test_compare_of_a_study_with_itself_finds_no_difference(study, capsys):
