@@ -28,9 +28,9 @@ from featurenerf.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt
 from .base import TASKS, Task, TaskContext
 from .data import PairItems, ShardSampler, single_item
 from .descriptors import METHODS, Descriptors
+from .pair_options import check_pair_options, check_task_pairs, protocol_sentences
 from .pairs import (
     DEFAULT_BASELINE_DEG,
-    MATCH_CAMERA,
     PairSet,
     pair_angles,
     read_pairs_file,
@@ -55,6 +55,10 @@ class TaskSuite:
         datamodule: the :class:`~featurenerf.data.datamodule.FeatureNeRFData` (objects, background,
             teacher and its feature cache).
         num_pairs: pairs of each kind (paper: 1000); with ``pairs_file``, the first ``num_pairs`` of each.
+        task_pairs: pairs of each kind for the tasks named here instead of ``num_pairs`` (e.g.
+            ``{part_seg_3d: 400, keypoints_3d: 400}``: the 3D tasks are cheap per pair, so they can afford
+            narrower intervals). One draw serves every task: a task takes its first ``n`` pairs, so tasks
+            with the same count use the same pairs and a smaller count is a prefix of a larger one.
         pairs_file: pairs in the FeatureNeRF release's format, instead of drawing them.
         split: split the pairs come from.
         seed: seed of the pair draw.
@@ -87,6 +91,7 @@ class TaskSuite:
         tasks: Sequence[str],
         datamodule,
         num_pairs: PositiveInt = 1000,
+        task_pairs: dict[str, PositiveInt] | None = None,
         pairs_file: str | None = None,
         split: str = "test",
         seed: int = 0,
@@ -139,7 +144,11 @@ class TaskSuite:
         self.baseline_deg = (float(baseline_min_deg), float(baseline_max_deg))
         check_pair_options(match_camera, *self.baseline_deg)
         poses = PoseCache(records)
-        self.pairs: PairSet = self._make_pairs(records, num_pairs, poses)
+        self.num_pairs = int(num_pairs)
+        self.task_pairs = check_task_pairs(task_pairs or {}, [t.name for t in self.tasks])
+        most = max([self.num_pairs, *self.task_pairs.values()])
+        #: The pairs of the task with the most; each task evaluates its first :meth:`pairs_of` of them.
+        self.pairs: PairSet = self._make_pairs(records, most, poses)
         self.protocol = self._protocol(poses)
         self.notes: list[str] = []
         self.extra_sources: dict[int, tuple[str, ...]] = {}
@@ -157,6 +166,10 @@ class TaskSuite:
         self.last_results: dict | None = None
 
     # ------------------------------------------------------------------ data
+    def pairs_of(self, task: str) -> PairSet:
+        """The pairs ``task`` evaluates: the first ``task_pairs[task]`` (else ``num_pairs``) of each kind."""
+        return self.pairs.head(self.task_pairs.get(task, self.num_pairs))
+
     def _make_pairs(self, records: list[ObjectRecord], num_pairs: int, poses: PoseCache) -> PairSet:
         """The first ``num_pairs`` pairs of each kind: read from ``pairs_file``, or drawn with ``seed``
         for the kinds the tasks use."""
@@ -208,20 +221,7 @@ class TaskSuite:
 
     def protocol_notes(self) -> list[str]:
         """The pair protocol as sentences for the results table."""
-        measured = self.protocol["measured_deg"]
-
-        def stats(kind: str) -> str:
-            m = measured[kind]
-            return "none" if m is None else f"{m['min']:.1f}-{m['max']:.1f} degrees, median {m['median']:.1f}"
-
-        lo, hi = self.baseline_deg
-        how = "from the pairs file" if self.pairs_file else f"drawn at {lo:g}-{hi:g} degrees"
-        camera = "same camera (view k on both)" if self.match_camera == "same" else "nearest camera"
-        return [
-            f"cross-view baseline (angle between the two viewing directions): {how}; used pairs: "
-            f"{stats('cross_view')}",
-            f"cross-instance pairs: {camera}; camera gap of used pairs: {stats('cross_inst')}",
-        ]
+        return protocol_sentences(self.protocol, self.baseline_deg, bool(self.pairs_file), self.match_camera)
 
     def _check_annotations(self) -> None:
         """Fail early, in one line, when the data lacks what a task needs (checks one pair per task)."""
@@ -253,7 +253,7 @@ class TaskSuite:
         views = ObjectViews(self.image_size, dm.background, cache)
         loaders = []
         for task in self.tasks:
-            items = PairItems(task, self.pairs, self.records, views, self.extra_sources)
+            items = PairItems(task, self.pairs_of(task.name), self.records, views, self.extra_sources)
             loaders.append(
                 DataLoader(
                     items,
@@ -390,9 +390,17 @@ class TaskSuite:
             if self.shots == (1,)
             else f", part labels from {' and '.join(map(str, self.shots))} source object(s)"
         )
+        base = self.pairs.head(self.num_pairs)
+        own = [
+            f"{t.name}: {len(p.cross_inst)} and {len(p.cross_view)}"
+            for t in self.tasks
+            if t.name in self.task_pairs
+            for p in [self.pairs_of(t.name)]
+        ]
         return (
-            f"{len(self.pairs.cross_inst)} cross-instance and {len(self.pairs.cross_view)} cross-view pairs "
-            f"from the {self.split!r} split ({source}), {self.image_size} px{shots}"
+            f"{len(base.cross_inst)} cross-instance and {len(base.cross_view)} cross-view pairs"
+            + (f" ({'; '.join(own)})" if own else "")
+            + f" from the {self.split!r} split ({source}), {self.image_size} px{shots}"
         )
 
     def header(self, step: int) -> str:
@@ -466,19 +474,6 @@ class TaskSuite:
             )
             return {}, {}
         return {t: old[t] for t in others}, {t: old_per_pair["tasks"][t] for t in others}
-
-
-def check_pair_options(match_camera: str, baseline_min_deg: float, baseline_max_deg: float) -> None:
-    """Refuse, in one line naming the option, pair-protocol options out of range (ConfigError)."""
-    if match_camera not in MATCH_CAMERA:
-        raise ConfigError(
-            f"--tasks.match_camera: expected one of {', '.join(MATCH_CAMERA)}, got {match_camera!r}"
-        )
-    if not 0.0 <= baseline_min_deg <= baseline_max_deg <= 180.0:
-        raise ConfigError(
-            "--tasks.baseline_min_deg / --tasks.baseline_max_deg: need 0 <= min <= max <= 180 degrees, "
-            f"got {baseline_min_deg:g} and {baseline_max_deg:g}"
-        )
 
 
 def trained_steps(module) -> int:

@@ -421,3 +421,74 @@ def test_per_part_iou_names_the_datas_parts_and_averages_to_each_pairs_miou(toy_
                 ious = [entry[f"IoU/{p}"][i] for p in parts]
                 measured = [v for v in ious if not math.isnan(v)]
                 assert measured and sum(measured) / len(measured) == pytest.approx(miou), (task, kind, i)
+
+
+def test_task_pairs_give_a_task_its_own_pair_count(toy_root, tmp_path):
+    """``--tasks.task_pairs``: the named task evaluates more pairs, drawn once, so its first pairs are the
+    other tasks' pairs and give the values a run without the option gives; the header says so."""
+    from featurenerf.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", feature_dim=0)
+    config = write_config(tmp_path / "config.yaml", toy_root, tmp_path / "runs")
+    base = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--tasks.split", "train"]
+    out = tmp_path / "run" / "tasks"
+
+    assert main([*base, "--task", "part_seg_3d", "--tasks.num_pairs", "2"]) == 0
+    alone = json.loads((out / "per_pair.json").read_text())["tasks"]["part_seg_3d"]["featurenerf"]
+    shutil.rmtree(out)
+
+    args = [*base, "--task", "part_seg_2d", "part_seg_3d", "--tasks.num_pairs", "2"]
+    assert main([*args, "--tasks.task_pairs", "{part_seg_3d: 5}"]) == 0
+    per_pair = json.loads((out / "per_pair.json").read_text())["tasks"]
+    for kind in ("cross_inst", "cross_view"):
+        assert per_pair["part_seg_2d"]["featurenerf"][kind]["pairs"] == [0, 1]
+        more = per_pair["part_seg_3d"]["featurenerf"][kind]
+        assert more["pairs"] == [0, 1, 2, 3, 4]
+        assert more["mIoU"][:2] == alone[kind]["mIoU"]  # the same first pairs, the same values
+    pairs = json.loads((out / "pairs.json").read_text())
+    assert len(pairs["cross_inst_pairs"]) == 5 and len(pairs["cross_view_pairs"]) == 5
+    header = (out / "results.md").read_text().splitlines()[0]
+    assert "2 cross-instance and 2 cross-view pairs (part_seg_3d: 5 and 5) from the 'train' split" in header
+
+
+def test_task_pairs_for_a_task_not_evaluated_is_one_line(toy_root, tmp_path, capfd):
+    from featurenerf.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", feature_dim=0)
+    config = write_config(tmp_path / "config.yaml", toy_root, tmp_path / "runs")
+    args = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--task", "part_seg_2d"]
+    capfd.readouterr()
+    assert main([*args, "--tasks.split", "train", "--tasks.task_pairs", "{keypoints_3d: 4}"]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--tasks.task_pairs: 'keypoints_3d' is not an evaluated task" in err[0], err
+
+
+def test_model_option_on_the_command_line_wins_over_the_checkpoint(toy_root, tmp_path, capfd):
+    """Lightning merges a checkpoint's hyper-parameters over the config; a ``--model.*`` option typed on
+    the command line (here fewer coarse samples per ray) must still reach the evaluated model."""
+    from featurenerf.cli import main
+    from featurenerf.lightning_cli import typed_model_keys
+
+    assert typed_model_keys(
+        ["--model.n_coarse", "2", "--model.chunk=64", "--model.n_coarse=3", "--data.x"]
+    ) == [
+        "n_coarse",
+        "chunk",
+    ]
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", feature_dim=0)
+    config = write_config(tmp_path / "config.yaml", toy_root, tmp_path / "runs")
+    args = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--task", "novel_view"]
+    args += ["--tasks.num_pairs", "2", "--tasks.split", "train"]
+    out = tmp_path / "run" / "tasks" / "results.json"
+
+    def psnr(*extra: str) -> float:
+        assert main([*args, *extra]) == 0
+        return json.loads(out.read_text())["novel_view"]["featurenerf"]["cross_view/PSNR"]
+
+    plain = psnr()
+    capfd.readouterr()
+    fewer = psnr("--model.n_coarse", "2")
+    assert (
+        "validate: model.n_coarse 2 from the command line (the checkpoint's is 8)" in capfd.readouterr().err
+    )
+    assert fewer != plain

@@ -191,6 +191,17 @@ class FeatureNeRFCLI(LightningCLI):
         trust = self.config[sub].get("weights_only") is False
         hparams = load_checkpoint_file(ckpt_path, trust=trust, mmap=True).get("hyper_parameters", {})
         hparams.pop("_instantiator", None)
+        # Lightning lets the checkpoint's hyper-parameters win over everything; a model option typed on
+        # the command line (a render setting such as --model.occupancy_resolution) wins over them here.
+        for key in typed_model_keys(getattr(self, "command_line", [])):
+            if key in hparams:
+                old = hparams.pop(key)
+                new = self.config[sub].model.get(key)
+                if old != new:
+                    print(
+                        f"{sub}: model.{key} {new} from the command line (the checkpoint's is {old})",
+                        file=sys.stderr,
+                    )
         if hparams:
             self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
 
@@ -380,6 +391,13 @@ def _find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> B
         seen.add(id(err))
         err = err.__cause__
     return None
+
+
+def typed_model_keys(args: list[str]) -> list[str]:
+    """The model options a command line sets (``--model.occupancy_resolution 32`` or ``--model.x=1``):
+    their top-level names, in order, once each."""
+    keys = [a[len("--model.") :].split("=", 1)[0].split(".", 1)[0] for a in args if a.startswith("--model.")]
+    return list(dict.fromkeys(k for k in keys if k))
 
 
 def caps_val_batches(limit: int | float | None) -> bool:
