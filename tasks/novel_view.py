@@ -16,7 +16,7 @@ from featurenerf.visualize import save_image_grid
 
 from . import pictures
 from .base import Task, TaskContext, register_task
-from .descriptors import FIELD_OUTPUTS, PosedView, encode_view
+from .descriptors import FIELD_OUTPUTS, PosedView
 from .metrics import PairMean
 
 
@@ -40,9 +40,10 @@ class NovelView(Task):
             if method == "copy_input":
                 pred = src.image.float()[None]
             else:
-                net = ctx.models[FIELD_OUTPUTS[method][0]]
+                model = FIELD_OUTPUTS[method][0]
+                net = ctx.models[model]
                 with ctx.rendering(net):
-                    cond = encode_view(net, src)
+                    cond = ctx.descriptors.condition(model, src, s * s)
                     rgb = net.render_image(
                         cond, trg.pose[None], trg.focal[None], trg.c[None], s, s, outputs=("rgb",)
                     )["rgb"]

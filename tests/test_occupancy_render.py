@@ -270,3 +270,39 @@ def test_task_pixels_use_one_grid_per_call(monkeypatch):
 def test_grid_select_keeps_a_batch_one_grid():
     g = OccupancyGrid.build(lambda x: x[..., 0] * 0 + 1, Sphere(0.5), resolution=4)
     assert g.select(3) is g
+
+
+def test_a_validation_run_builds_one_grid_per_conditioning_view(monkeypatch):
+    """The tasks' renders share grids: the part task's target rendered from a source, another target from
+    that source and the novel view from it use one build; another conditioning view gets its own. The
+    descriptors equal a render that builds its own grid."""
+    from featurenerf.tasks.descriptors import Descriptors, PosedView, encode_view, pixel_uv, render_pixels
+
+    builds = []
+    build = OccupancyGrid.build.__func__
+    monkeypatch.setattr(
+        OccupancyGrid, "build", classmethod(lambda cls, *a, **kw: builds.append(1) or build(cls, *a, **kw))
+    )
+    net, _, _, (pose, focal, c) = _scene(occupancy_resolution=8, dtype=torch.float32)
+    batch, _ = camera_batch(b=1, size=16)
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[4:12, 3:13] = True
+    src = PosedView(
+        "a", 0, batch["src_images"][0, 0], mask, batch["src_poses"][0, 0], batch["focal"][0], batch["c"][0]
+    )
+    trg = PosedView("a", 1, torch.rand(3, 16, 16), mask, pose[0], focal[0], c[0])
+    other = PosedView("b", 1, trg.image, mask, pose[0], focal[0], c[0])
+    d = Descriptors({"model": net}, ["featurenerf", "featurenerf_v"])
+    with torch.no_grad():
+        first = d.foreground("featurenerf_v", trg, src)
+        d.foreground("featurenerf_v", other, src)
+        novel = d.condition("model", src, 16 * 16)
+        assert builds == [1] and novel.occupancy is d.grids[("model", src.key, 16)]
+        d.foreground("featurenerf", trg, trg)
+        assert builds == [1, 1]
+        alone = render_pixels(net, encode_view(net, src), trg, pixel_uv(trg.foreground_ij()), ("features",))
+    torch.testing.assert_close(
+        first, torch.nn.functional.normalize(alone["features"], dim=-1), rtol=0, atol=0
+    )
+    d.clear()
+    assert not d.grids
