@@ -140,3 +140,35 @@ def test_a_variants_own_overrides_win_over_the_studys_extra_ones(tmp_path: Path)
     assert last(fits["fit-toy_cars-pixelnerf-s0"], "--model.coord_weight") == "0"
     assert last(fits["fit-toy_cars-featurenerf_nocoord-s0"], "--model.coord_weight") == "0"
     assert last(fits["fit-toy_cars-featurenerf_nocoord-s0"], "--model.distill_weight") == "1.0"
+
+
+def test_task_pairs_reach_each_evaluation_and_make_earlier_ones_stale(tmp_path: Path) -> None:
+    """``--task-pairs``: the plan passes each evaluation the counts of the tasks it runs (the oracle has no
+    keypoint task), records them in the evaluation's spec, and the first seed alone computes the
+    seed-free baselines."""
+    import pytest
+
+    from featurenerf.results.cli import TASK_PAIRS, _task_pairs
+
+    assert _task_pairs(None) == TASK_PAIRS
+    assert _task_pairs(["none", "part_seg_3d=7"]) == (("part_seg_3d", 7),)
+    assert _task_pairs(["keypoints_3d=0"]) == tuple(p for p in TASK_PAIRS if p[0] != "keypoints_3d")
+    assert "expected TASK=N" in _task_pairs(["part_seg=4"])
+    with pytest.raises(ValueError, match="task_pairs"):
+        Budget(task_pairs=(("nope", 4),))
+
+    budget = Budget(steps=3, seeds=(0, 1), pairs=3, task_pairs=(("part_seg_3d", 5), ("keypoints_3d", 3)))
+    jobs = {j.name: j for j in make_plan([CATEGORIES["toy_cars"]], budget, tmp_path) if j.kind == "eval"}
+
+    def option(job: str, name: str) -> str | None:
+        argv = jobs[job].argv
+        return argv[argv.index(name) + 1] if name in argv else None
+
+    # keypoints_3d asks for --pairs: no option of its own
+    assert option("eval-toy_cars-featurenerf-s0", "--tasks.task_pairs") == "{part_seg_3d: 5}"
+    assert option("eval-toy_cars-parts_oracle-s0", "--tasks.task_pairs") == "{part_seg_3d: 5}"
+    assert all(j.spec["task_pairs"] == {"part_seg_3d": 5} for j in jobs.values())
+    plain = make_plan([CATEGORIES["toy_cars"]], replace(budget, task_pairs=()), tmp_path)
+    assert all("task_pairs" not in j.spec and "--tasks.task_pairs" not in j.argv for j in plain)
+    assert "teacher_2d" in option("eval-toy_cars-featurenerf-s0", "--tasks.methods")
+    assert option("eval-toy_cars-featurenerf-s1", "--tasks.methods") == "[featurenerf, featurenerf_v]"

@@ -23,6 +23,8 @@ TINY_MODEL = {
     "lr": 1.0e-3,
     "bbox_steps": 1,
 }
+#: The study's ``--task-pairs`` (below): the 3D part task on 5 pairs of each kind, the others on 3.
+TASK_PAIRS = (("part_seg_3d", 5),)
 TEACHER_MODULE = '''
 import torch
 import torch.nn.functional as F
@@ -100,6 +102,8 @@ def study(tmp_path_factory) -> dict:
     (work / "tinyteacher.py").write_text(TEACHER_MODULE)
     argv = [sys.executable, "-m", "featurenerf.results", "--categories", "toy_cars", "--seeds", "0", "1"]
     argv += ["--steps", "3", "--pairs", "3", "--val-objects", "1", "--jobs", "2", "--replicates", "200"]
+    # The default task counts cleared, one task with its own count (TASK_PAIRS).
+    argv += ["--task-pairs", "none", "part_seg_3d=5"]
     argv += ["--config-dir", "configs", "--data-dir", "data", "--out", "out", "--docs", "docs"]
     env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="1")
     first = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=900)
@@ -163,16 +167,30 @@ def test_results_md_has_every_row_with_an_interval(study):
     assert "featurenerf fit --config configs/toy_cars.yaml" in md and "--model.coord_weight 0" in md
 
 
+def data_md(study: dict) -> str:
+    return (study["work"] / "docs" / "results.md").read_text()
+
+
 def test_results_json_keeps_per_pair_values_and_intervals(study):
     data = json.loads((study["work"] / "docs" / "results.json").read_text())
     table = data["categories"]["toy_cars"]["table"]
     ci = table["part_seg_3d"]["cross_inst/mIoU"]["featurenerf"]
     assert ci["seeds"] == 2 and ci["lo"] <= ci["mean"] <= ci["hi"]
     per_seed = data["per_pair"]["toy_cars"]["part_seg_3d"]["cross_inst/mIoU"]["featurenerf"]
-    assert set(per_seed) == {"0", "1"} and all(len(v) <= 3 for v in per_seed.values())
-    # teacher_2d does not depend on the training seed: both seeds give the same per-pair values.
+    assert set(per_seed) == {"0", "1"} and all(3 < len(v) <= 5 for v in per_seed.values())
+    in_2d = data["per_pair"]["toy_cars"]["part_seg_2d"]["cross_inst/mIoU"]["featurenerf"]
+    assert all(len(v) <= 3 for v in in_2d.values())  # --task-pairs part_seg_3d=5: the 2D task keeps 3
+    assert "part_seg_3d: 5 of each (a task's first 3 are the other tasks' pairs)" in data_md(study)
+    # teacher_2d does not depend on the training seed: only seed 0's evaluation computes it, and both
+    # seeds get its per-pair values (the paired differences cover both seeds).
     teacher = data["per_pair"]["toy_cars"]["part_seg_2d"]["cross_inst/mIoU"]["teacher_2d"]
     assert teacher["0"] == teacher["1"]
+    runs = study["work"] / "out" / "runs"
+    for seed, has in ((0, True), (1, False)):
+        per_pair = json.loads(
+            (runs / f"toy_cars-featurenerf-s{seed}" / "tasks" / "per_pair.json").read_text()
+        )
+        assert ("teacher_2d" in per_pair["tasks"]["part_seg_2d"]) is has
     assert data["budget"]["steps"] == 3 and data["bootstrap"]["replicates"] == 200
     assert data["wall_times"]["per_job"]["fit-toy_cars-pixelnerf-s1"] > 0
     # Each per-pair list keeps the indices of its pairs, and the paired differences are computed on them.
@@ -233,7 +251,9 @@ def test_killed_fit_resumes_from_its_checkpoint(study, tmp_path):
     from featurenerf.results.runner import fit_state, is_done, launch_argv
 
     work = study["work"]
-    jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0,), pairs=3), work / "out")
+    jobs = make_plan(
+        [CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0,), pairs=3, task_pairs=TASK_PAIRS), work / "out"
+    )
     fit = next(j for j in jobs if j.kind == "fit")
     assert is_done(fit)
     marker = fit.run_dir / "done.json"
@@ -258,7 +278,9 @@ def test_an_evaluation_overwritten_by_a_later_validate_is_not_reused(study):
     from featurenerf.results.runner import is_done
 
     work = study["work"]
-    jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0, 1), pairs=3), work / "out")
+    jobs = make_plan(
+        [CATEGORIES["toy_cars"]], Budget(steps=3, seeds=(0, 1), pairs=3, task_pairs=TASK_PAIRS), work / "out"
+    )
     evals = [j for j in jobs if j.kind == "eval"]
     assert evals and all(is_done(j) for j in evals)  # untrained evaluations too (they skip novel views)
     job = next(j for j in evals if j.variant == "featurenerf")
@@ -282,7 +304,9 @@ def test_a_longer_study_on_the_same_runs_continues_the_fits_and_reevaluates_them
     from featurenerf.results.runner import fit_state, is_done
 
     work = study["work"]
-    jobs = make_plan([CATEGORIES["toy_cars"]], Budget(steps=5, seeds=(0, 1), pairs=3), work / "out")
+    jobs = make_plan(
+        [CATEGORIES["toy_cars"]], Budget(steps=5, seeds=(0, 1), pairs=3, task_pairs=TASK_PAIRS), work / "out"
+    )
     assert {fit_state(j) for j in jobs if j.kind == "fit"} == {"resume"}
     trained = [j for j in jobs if j.kind == "eval" and j.variant != "untrained"]
     assert trained and not any(is_done(j) for j in trained)
@@ -304,6 +328,7 @@ def test_the_report_cites_the_last_invocation_that_ran_jobs_even_when_rewritten(
     )
     argv = [sys.executable, "-m", "featurenerf.results", "--categories", "toy_cars", "--seeds", "0", "1"]
     argv += ["--steps", "3", "--pairs", "3", "--val-objects", "1", "--replicates", "200", "--report-only"]
+    argv += ["--task-pairs", "none", "part_seg_3d=5"]
     argv += ["--config-dir", "configs", "--data-dir", "data", "--out", "out", "--docs", "docs"]
     env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="1")
     done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)

@@ -83,6 +83,9 @@ class Budget:
         steps: training steps of every fit (``trainer.max_steps``; no ``max_time``).
         seeds: training seeds (``seed_everything``), each with every variant.
         pairs: evaluation pairs per kind (cross-instance, cross-view), the same for every method.
+        task_pairs: ``((task, pairs), ...)``: tasks evaluated on more pairs per kind than ``pairs`` (their
+            first ``pairs`` are the other tasks' pairs; ``--tasks.task_pairs``). The 3D tasks are cheap per
+            pair, so they buy narrower intervals for the targets' rows.
         pair_seed: seed of the pair draw (one for all methods and training seeds).
         val_objects: held-out objects of the novel-view validation line (copy-the-input baseline).
         objects, views, size: ``data synth`` settings when the data is missing.
@@ -99,6 +102,7 @@ class Budget:
     steps: int = 400
     seeds: tuple[int, ...] = (0, 1)
     pairs: int = 200
+    task_pairs: tuple[tuple[str, int], ...] = ()
     pair_seed: int = 0
     val_objects: int = 4
     objects: int = 64
@@ -120,6 +124,13 @@ class Budget:
             raise ValueError(
                 f"variants: unknown {unknown or 'none given'}; expected some of {', '.join(VARIANTS)}"
             )
+        alien = [t for t, _ in self.task_pairs if t not in (*TASKS, COORD_TASK)]
+        if alien or any(n < 1 for _, n in self.task_pairs):
+            raise ValueError(f"task_pairs: expected tasks of the study with >= 1 pair, got {self.task_pairs}")
+
+    def pairs_of(self, task: str) -> int:
+        """Pairs per kind ``task`` is evaluated on."""
+        return dict(self.task_pairs).get(task, self.pairs)
 
 
 @dataclass
@@ -199,12 +210,18 @@ def variant_tasks(variant: str) -> list[str]:
     return [*tasks, COORD_TASK] if variant in COORD_VARIANTS else tasks
 
 
-def eval_args(budget: Budget, variant: str) -> list[str]:
+#: Methods whose per-pair values do not depend on the training seed (they read the data, not the model):
+#: only the first seed's ``featurenerf`` evaluation computes them; the report gives the other seeds the
+#: same values (:func:`featurenerf.results.report.gather`).
+SEED_FREE = ("teacher_2d", "copy_input")
+
+
+def eval_args(budget: Budget, variant: str, seed: int | None = None) -> list[str]:
     """The task-evaluation options of every evaluation (the same pairs for every method).
 
     The ``featurenerf`` run is compared with every method; the other variants only give their internal
     features (``featurenerf`` column), so their distilled head, teacher and copy baselines are not
-    recomputed. The descriptor cache holds every rendered view of the pairs, so the part and keypoint
+    recomputed, nor are the seed-free baselines (:data:`SEED_FREE`) in any seed's but the first. The descriptor cache holds every rendered view of the pairs, so the part and keypoint
     tasks on the same pairs never render a view twice.
     """
     methods = {
@@ -212,7 +229,10 @@ def eval_args(budget: Budget, variant: str) -> list[str]:
         # teacher_2d is the ground-truth map itself at the teacher's resolution: the 2D ceiling.
         ORACLE: "[featurenerf, featurenerf_v, teacher_2d]",
     }.get(variant, "[featurenerf]")
+    if variant == "featurenerf" and seed is not None and seed != budget.seeds[0]:
+        methods = "[featurenerf, featurenerf_v]"
     tasks = variant_tasks(variant)
+    own = {t: n for t, n in budget.task_pairs if t in tasks and n != budget.pairs}
     return [
         "--tasks.methods",
         methods,
@@ -222,6 +242,7 @@ def eval_args(budget: Budget, variant: str) -> list[str]:
         *tasks,
         "--tasks.num_pairs",
         str(budget.pairs),
+        *(["--tasks.task_pairs", "{" + ", ".join(f"{t}: {n}" for t, n in own.items()) + "}"] if own else []),
         "--tasks.seed",
         str(budget.pair_seed),
         "--tasks.split",
@@ -319,7 +340,7 @@ def _eval_job(fit: Job, run: Path, budget: Budget, spec: dict) -> Job:
             str(run / "checkpoints" / "last.ckpt"),
             "--trainer.accelerator",
             "gpu" if budget.device == "cuda" else "cpu",
-            *eval_args(budget, fit.variant),
+            *eval_args(budget, fit.variant, fit.seed),
         ),
         deps=[fit.name],
         run_dir=run,
@@ -368,6 +389,9 @@ def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job
     jobs = [_prepare_job(cat, budget, out) for cat in categories]
     evals: list[Job] = []
     spec = {"pairs": budget.pairs, "pair_seed": budget.pair_seed, "tasks": list(TASKS)}
+    # Only when set, so evaluations of earlier studies (one count for all tasks) stay reusable.
+    own = {t: n for t, n in budget.task_pairs if n != budget.pairs}
+    spec |= {"task_pairs": own} if own else {}
     for seed in budget.seeds:
         for cat in categories:
             variants = {v: VARIANTS[v] for v in budget.variants}

@@ -22,7 +22,7 @@ from featurenerf.tasks.tables import format_value
 from .bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, Interval, bootstrap_interval
 from .compare import study_digests
 from .paired import paired_intervals, paired_table
-from .plan import ORACLE, Budget, Job
+from .plan import ORACLE, SEED_FREE, Budget, Job
 from .provenance import data_versions, loss_weights, precision_line, render_precisions, weights_line
 
 #: Column order of the table.
@@ -96,7 +96,26 @@ def gather(jobs: list[Job]) -> tuple[dict, dict, dict]:
             validation.setdefault(job.category, {}).setdefault(job.variant, {})[job.seed] = json.loads(
                 nv.read_text()
             )
+    _share_seed_free(values, ids)
     return values, ids, validation
+
+
+def _share_seed_free(values: dict, ids: dict) -> None:
+    """Give each seed of ``featurenerf`` the seed-free baselines' values (:data:`~.plan.SEED_FREE`),
+    computed by the first seed's evaluation only: the same values for every seed, as an evaluation of
+    each seed would give them, so pair-by-pair differences cover every seed."""
+    for cat, per_task in values.items():
+        for task, per_metric in per_task.items():
+            for metric, per_col in per_metric.items():
+                kind = metric.split("/", 1)[0]
+                slot = ids[cat][task][kind]
+                for col in SEED_FREE:
+                    if col not in per_col or "featurenerf" not in per_col:
+                        continue
+                    first = min(per_col[col])
+                    for seed in per_col["featurenerf"]:
+                        per_col[col].setdefault(seed, per_col[col][first])
+                        slot[col].setdefault(seed, slot[col][first])
 
 
 def intervals(values: dict, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> dict:
@@ -247,6 +266,16 @@ def wall_times(out: Path, jobs: list[Job]) -> dict:
     return {"per_job": per_job, "by_kind": by_kind}
 
 
+def pairs_line(budget: Budget) -> str:
+    """How many test pairs each task was evaluated on (tasks with their own count named)."""
+    own = [(t, n) for t, n in budget.task_pairs if n != budget.pairs]
+    text = f"{budget.pairs} cross-instance and {budget.pairs} cross-view test pairs per task"
+    if own:
+        text += "".join(f"; {t}: {n} of each" for t, n in own)
+        text += f" (a task's first {budget.pairs} are the other tasks' pairs)"
+    return text
+
+
 def _budget_lines(
     budget: Budget,
     walls: dict,
@@ -260,9 +289,8 @@ def _budget_lines(
     lines = [
         f"- training: {budget.steps} steps per fit (`trainer.max_steps`, no `max_time`), the same for every "
         f"variant; seeds {', '.join(map(str, budget.seeds))} (`seed_everything`)",
-        f"- evaluation: {budget.pairs} cross-instance and {budget.pairs} cross-view test pairs per task, "
-        f"drawn once with pair seed {budget.pair_seed} and shared by every method and seed; the novel-view "
-        f"validation line over {budget.val_objects} held-out val objects",
+        f"- evaluation: {pairs_line(budget)}, drawn once with pair seed {budget.pair_seed} and shared by "
+        f"every method and seed; the novel-view validation line over {budget.val_objects} held-out val objects",
         f"- data: made by `featurenerf data synth` ({budget.objects} objects × {budget.views} views × "
         f"{budget.size} px, seed 0) where missing"
         + "".join(
