@@ -172,3 +172,20 @@ def test_task_pairs_reach_each_evaluation_and_make_earlier_ones_stale(tmp_path: 
     assert all("task_pairs" not in j.spec and "--tasks.task_pairs" not in j.argv for j in plain)
     assert "teacher_2d" in option("eval-toy_cars-featurenerf-s0", "--tasks.methods")
     assert option("eval-toy_cars-featurenerf-s1", "--tasks.methods") == "[featurenerf, featurenerf_v]"
+
+
+def test_evaluations_start_longest_first(tmp_path: Path) -> None:
+    """Once the fits are done the evaluations run two at a time: the four-method ``featurenerf`` ones
+    first, the untrained model's and the oracle's (fewer tasks) last, so the study's tail is short."""
+    cats = [CATEGORIES["toy_cars"], CATEGORIES["toy_chairs"]]
+    jobs = make_plan(cats, Budget(steps=3, seeds=(0, 1), pairs=3), tmp_path)
+    kinds = [j.kind for j in jobs]
+    assert kinds.index("eval") > max(i for i, k in enumerate(kinds) if k == "fit")
+    variants = [j.variant for j in jobs if j.kind == "eval"]
+    assert variants == sorted(
+        variants,
+        key=lambda v: ["featurenerf", "pixelnerf", "featurenerf_nocoord", "untrained", "parts_oracle"].index(
+            v
+        ),
+    )
+    assert variants[:4] == ["featurenerf"] * 4 and variants[-1] == "parts_oracle"

@@ -31,6 +31,15 @@ VARIANTS: dict[str, list[str]] = {
 }
 #: The variants the study trains unless ``--variants`` says otherwise (the issue's three).
 DEFAULT_VARIANTS = ("featurenerf", "featurenerf_nocoord", "pixelnerf")
+#: Evaluations by expected cost, most expensive first (featurenerf compares four methods; the untrained
+#: model and the oracle skip tasks): the order they are started in once ready.
+EVAL_COST_RANK = {
+    "featurenerf": 0,
+    "pixelnerf": 1,
+    "featurenerf_nocoord": 2,
+    "untrained": 3,
+    "parts_oracle": 4,
+}
 #: Tasks every checkpoint is evaluated on, 2D before 3D: the keypoint task of a kind reuses every view
 #: its part task rendered (the descriptor cache then only has to hold one kind's views at a time).
 TASKS = ("novel_view", "part_seg_2d", "keypoints_2d", "part_seg_3d", "keypoints_3d")
@@ -404,4 +413,7 @@ def make_plan(categories: list[Category], budget: Budget, out: Path) -> list[Job
                 jobs.append(fit)
                 evals.append(_eval_job(fit, run, budget, spec))
             evals.append(_untrained_eval_job(cat, budget, seed, runs, spec))
+    # Longest first: the evaluations run after the fits, two at a time, and the study ends with its last
+    # one; short ones last leave the other process idle for less (~75 s of a 60 min study).
+    evals.sort(key=lambda j: EVAL_COST_RANK.get(j.variant, 2))
     return jobs + evals
