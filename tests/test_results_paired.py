@@ -131,3 +131,35 @@ def test_the_test_split_digest_sees_test_files_only(tmp_path) -> None:
     (tmp_path / "toychair_test" / "obj0000" / "rgb" / "000000.png").write_bytes(b"other test image")
     assert digest_of_test_split(tmp_path) != first
     assert digest_of_test_split(tmp_path / "missing") is None
+
+
+def test_compare_takes_a_study_on_a_prefix_of_the_pairs(tmp_path) -> None:
+    """A study whose tasks took more pairs of the same draw (``--task-pairs``) compares with one on the
+    first of them: its digests record each count's head, and only the shared pair indices are matched."""
+    import json
+
+    from featurenerf.errors import ConfigError
+    from featurenerf.results.compare import _sha256_head, _sha256_json, compare
+
+    pairs = {
+        "cross_inst_pairs": [{"src": "a", "trg": "b", "view": v} for v in range(5)],
+        "cross_view_pairs": [],
+    }
+    long, short = tmp_path / "long.json", tmp_path / "short.json"
+    long.write_text(json.dumps(pairs))
+    short.write_text(json.dumps({k: v[:3] for k, v in pairs.items()}, indent=2))
+    assert _sha256_head(long, 3) == _sha256_json(short) != _sha256_json(long)
+    a = _report([0.5, 0.7, 0.9, 0.1, 0.1], pairs=_sha256_json(long))
+    a["digests"]["toy_chairs"]["pairs_head"] = {"3": _sha256_head(long, 3), "5": _sha256_json(long)}
+    b = _report([0.4, 0.6, 0.8], pairs=_sha256_json(short))
+    for x, y in ((a, b), (b, a)):
+        lines, skipped = compare(x, y, ("x.json", "y.json"), replicates=200)
+        assert (
+            skipped == []
+            and "On the pairs both studies evaluated: the first 3 of each kind, by index." in lines
+        )
+    lines, _ = compare(a, b, ("a.json", "b.json"), replicates=200)
+    assert "| part_seg_3d / cross_inst/mIoU | **+10.0 [+10.0, +10.0]** |" in lines  # pairs 3, 4 left out
+    b["digests"]["toy_chairs"]["pairs"] = "other"
+    with pytest.raises(ConfigError, match="test pairs differ"):
+        compare(a, b, ("a.json", "b.json"))

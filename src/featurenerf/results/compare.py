@@ -6,7 +6,9 @@ study A's value of a pair minus study B's value of that pair (seed s against see
 the report's paired differences are (:mod:`featurenerf.results.paired`).
 
 Both conditions are checked from each report's ``digests`` (see :func:`study_digests`): the pair list
-(``tasks/pairs.json`` of the category's evaluations) and the files of the test split. Training data may
+(``tasks/pairs.json`` of the category's evaluations) and the files of the test split. Pair lists may
+differ in length only: a study on 200 pairs and one whose tasks took up to 600 of the same draw compare on
+the first 200 (pairs are matched by index). Training data may
 differ (that is often the point, e.g. ``--train-cameras per_object``); test data may not.
 """
 
@@ -48,10 +50,22 @@ def digest_of_test_split(root: Path) -> str | None:
     return h.hexdigest()
 
 
-def study_digests(jobs: list[Job]) -> dict[str, dict[str, str | None]]:
-    """Category → ``{"pairs": ..., "test_data": ...}`` digests (None where unknown, or where the
-    category's evaluations did not all use the same pairs)."""
+def _sha256_head(path: Path, count: int) -> str:
+    """Digest of the first ``count`` pairs of each kind of a pairs file, as :func:`_sha256_json` gives it
+    for a file that holds just those (a study evaluated on ``count`` pairs)."""
+    raw = json.loads(path.read_text())
+    head = {k: v[:count] for k, v in raw.items()}
+    text = json.dumps(head, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def study_digests(jobs: list[Job]) -> dict[str, dict]:
+    """Category → ``{"pairs": ..., "test_data": ..., "pairs_head": {count: ...}}`` digests (None where
+    unknown, or where the category's evaluations did not all use the same pairs). ``pairs_head`` has the
+    digest of the first ``count`` pairs for every count a task was evaluated on (``--task-pairs``), so a
+    study whose pairs are a prefix of this one's compares on them."""
     pairs: dict[str, set[str]] = {}
+    heads: dict[str, dict[str, str]] = {}
     roots: dict[str, Path] = {}
     for job in jobs:
         if job.kind == "prepare" and "--root" in job.argv:
@@ -59,6 +73,9 @@ def study_digests(jobs: list[Job]) -> dict[str, dict[str, str | None]]:
         path = job.run_dir / "tasks" / "pairs.json"
         if job.kind == "eval" and path.is_file():
             pairs.setdefault(job.category, set()).add(_sha256_json(path))
+            counts = {job.spec.get("pairs"), *job.spec.get("task_pairs", {}).values()} - {None}
+            for n in counts:
+                heads.setdefault(job.category, {})[str(n)] = _sha256_head(path, int(n))
     out = {}
     for cat in {**roots, **pairs}:
         found = pairs.get(cat, set())
@@ -67,7 +84,19 @@ def study_digests(jobs: list[Job]) -> dict[str, dict[str, str | None]]:
             "pairs": next(iter(found)) if len(found) == 1 else None,
             "test_data": digest_of_test_split(root) if root else None,
         }
+        if len(found) == 1 and heads.get(cat):
+            out[cat]["pairs_head"] = dict(sorted(heads[cat].items(), key=lambda kv: int(kv[0])))
     return out
+
+
+def common_prefix(da: dict, db: dict) -> str | None:
+    """The count of first pairs two studies' digests share when their pair lists differ in length only
+    (one study's pairs are the other's first ones), else None."""
+    for x, y in ((da, db), (db, da)):
+        for count, digest in (x.get("pairs_head") or {}).items():
+            if digest == y.get("pairs"):
+                return count
+    return None
 
 
 def _check_same_pairs(cat: str, a: dict, b: dict, names: tuple[str, str]) -> None:
@@ -80,7 +109,7 @@ def _check_same_pairs(cat: str, a: dict, b: dict, names: tuple[str, str]) -> Non
                     f"{name}: {cat}: no digest of its {what} (a report written before `compare` existed, "
                     "or its data is gone): rewrite it with `featurenerf results ... --report-only`"
                 )
-        if da[key] != db[key]:
+        if da[key] != db[key] and not (key == "pairs" and common_prefix(da, db)):
             raise ConfigError(
                 f"{names[1]}: {cat}: its {what} differ from {names[0]}'s: a pair-by-pair comparison needs "
                 "the same test pairs of the same test images"
@@ -123,7 +152,12 @@ def compare(
             comparisons=[(col, col, col) for col in TRAINED],
             other=(b["per_pair"][cat], b["pair_ids"][cat]),
         )
-        lines += ["", f"## {cat}", "", *paired_table(rows, "A minus B", TRAINED)]
+        lines += ["", f"## {cat}", ""]
+        da, db = (x.get("digests", {}).get(cat) or {} for x in (a, b))
+        if da.get("pairs") != db.get("pairs"):
+            n = common_prefix(da, db)
+            lines += [f"On the pairs both studies evaluated: the first {n} of each kind, by index.", ""]
+        lines += paired_table(rows, "A minus B", TRAINED)
     if len(skipped) == len(categories or common):
         raise ConfigError(skipped[0] if skipped else f"{names[1]}: no category in common with {names[0]}")
     return lines, skipped
