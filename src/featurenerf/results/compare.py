@@ -64,7 +64,7 @@ def study_digests(jobs: list[Job]) -> dict[str, dict]:
     unknown, or where the category's evaluations did not all use the same pairs). ``pairs_head`` has the
     digest of the first ``count`` pairs for every count a task was evaluated on (``--task-pairs``), so a
     study whose pairs are a prefix of this one's compares on them."""
-    pairs: dict[str, set[str]] = {}
+    files: dict[str, list[Path]] = {}
     heads: dict[str, dict[str, str]] = {}
     roots: dict[str, Path] = {}
     for job in jobs:
@@ -72,10 +72,20 @@ def study_digests(jobs: list[Job]) -> dict[str, dict]:
             roots[job.category] = Path(job.argv[job.argv.index("--root") + 1])
         path = job.run_dir / "tasks" / "pairs.json"
         if job.kind == "eval" and path.is_file():
-            pairs.setdefault(job.category, set()).add(_sha256_json(path))
+            files.setdefault(job.category, []).append(path)
             counts = {job.spec.get("pairs"), *job.spec.get("task_pairs", {}).values()} - {None}
-            for n in counts:
-                heads.setdefault(job.category, {})[str(n)] = _sha256_head(path, int(n))
+            heads.setdefault(job.category, {}).update({str(n): "" for n in counts})
+    # An evaluation whose tasks took fewer pairs (the oracle has no keypoint task) wrote the first ones:
+    # the category's pairs are the longest list when every other is its prefix.
+    pairs: dict[str, set[str]] = {}
+    for cat, paths in files.items():
+        longest = max(paths, key=lambda p: len(json.loads(p.read_text()).get("cross_inst_pairs", [])))
+        for path in paths:
+            n = len(json.loads(path.read_text()).get("cross_inst_pairs", []))
+            digest = _sha256_json(path)
+            prefix = digest == _sha256_head(longest, n)
+            pairs.setdefault(cat, set()).add(_sha256_json(longest) if prefix else digest)
+        heads[cat] = {n: _sha256_head(longest, int(n)) for n in heads.get(cat, {})}
     out = {}
     for cat in {**roots, **pairs}:
         found = pairs.get(cat, set())
