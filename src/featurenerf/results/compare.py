@@ -30,10 +30,14 @@ from .plan import Job
 TRAINED = ("featurenerf", "featurenerf_v", "featurenerf_nocoord", "featurenerf_pointwise", "pixelnerf")
 
 
+def _digest(obj: object) -> str:
+    """Digest of a JSON value (key order and layout do not matter)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _sha256_json(path: Path) -> str:
     """Digest of a JSON file's content (key order and layout do not matter)."""
-    text = json.dumps(json.loads(path.read_text()), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return _digest(json.loads(path.read_text()))
 
 
 def digest_of_test_split(root: Path) -> str | None:
@@ -50,13 +54,15 @@ def digest_of_test_split(root: Path) -> str | None:
     return h.hexdigest()
 
 
+def _head(raw: dict, count: int) -> dict:
+    """The first ``count`` pairs of each kind of a loaded pairs file."""
+    return {k: v[:count] for k, v in raw.items()}
+
+
 def _sha256_head(path: Path, count: int) -> str:
     """Digest of the first ``count`` pairs of each kind of a pairs file, as :func:`_sha256_json` gives it
     for a file that holds just those (a study evaluated on ``count`` pairs)."""
-    raw = json.loads(path.read_text())
-    head = {k: v[:count] for k, v in raw.items()}
-    text = json.dumps(head, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return _digest(_head(json.loads(path.read_text()), count))
 
 
 def study_digests(jobs: list[Job]) -> dict[str, dict]:
@@ -79,13 +85,13 @@ def study_digests(jobs: list[Job]) -> dict[str, dict]:
     # the category's pairs are the longest list when every other is its prefix.
     pairs: dict[str, set[str]] = {}
     for cat, paths in files.items():
-        longest = max(paths, key=lambda p: len(json.loads(p.read_text()).get("cross_inst_pairs", [])))
-        for path in paths:
-            n = len(json.loads(path.read_text()).get("cross_inst_pairs", []))
-            digest = _sha256_json(path)
-            prefix = digest == _sha256_head(longest, n)
-            pairs.setdefault(cat, set()).add(_sha256_json(longest) if prefix else digest)
-        heads[cat] = {n: _sha256_head(longest, int(n)) for n in heads.get(cat, {})}
+        loaded = [json.loads(p.read_text()) for p in paths]  # each file read once
+        longest = max(loaded, key=lambda raw: len(raw.get("cross_inst_pairs", [])))
+        for raw in loaded:
+            n = len(raw.get("cross_inst_pairs", []))
+            prefix = raw == _head(longest, n)
+            pairs.setdefault(cat, set()).add(_digest(longest if prefix else raw))
+        heads[cat] = {n: _digest(_head(longest, int(n))) for n in heads.get(cat, {})}
     out = {}
     for cat in {**roots, **pairs}:
         found = pairs.get(cat, set())
