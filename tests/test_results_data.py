@@ -189,3 +189,24 @@ def test_evaluations_start_longest_first(tmp_path: Path) -> None:
         ),
     )
     assert variants[:4] == ["featurenerf"] * 4 and variants[-1] == "parts_oracle"
+
+
+def test_the_untrained_model_is_evaluated_at_the_first_seed_only(tmp_path: Path) -> None:
+    """The chance row is one random initialisation (the first seed's), whatever the seeds; the trained
+    variants keep every seed. The report's budget line says so."""
+    from featurenerf.results.report import _budget_lines
+
+    cats = [CATEGORIES["toy_cars"], CATEGORIES["toy_chairs"]]
+    budget = Budget(steps=3, seeds=(4, 1, 7), pairs=3)
+    evals = [j for j in make_plan(cats, budget, tmp_path) if j.kind == "eval"]
+    chance = sorted((j.category, j.seed) for j in evals if j.variant == "untrained")
+    assert chance == [("toy_cars", 4), ("toy_chairs", 4)]
+    assert all(
+        j.run_dir == tmp_path / "runs" / f"{j.category}-untrained-s4" / "eval"
+        for j in evals
+        if j.variant == "untrained"
+    )
+    pixelnerf = sorted((j.category, j.seed) for j in evals if j.variant == "pixelnerf")
+    assert pixelnerf == [(c, s) for c in ("toy_cars", "toy_chairs") for s in (1, 4, 7)]
+    lines = _budget_lines(budget, {"per_job": {}}, None)
+    assert "seeds 4, 1, 7 (`seed_everything`); `untrained`: seed 4 only (a chance reference)" in lines[0]

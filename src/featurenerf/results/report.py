@@ -22,7 +22,7 @@ from featurenerf.tasks.tables import format_value
 from .bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, Interval, bootstrap_interval
 from .compare import study_digests
 from .paired import paired_intervals, paired_table
-from .plan import ORACLE, SEED_FREE, Budget, Job
+from .plan import ORACLE, SEED_FREE, UNTRAINED_SEEDS, Budget, Job
 from .provenance import data_versions, loss_weights, precision_line, render_precisions, weights_line
 
 #: Column order of the table.
@@ -288,7 +288,8 @@ def _budget_lines(
     evals = [v for k, v in walls["per_job"].items() if k.startswith("eval-")]
     lines = [
         f"- training: {budget.steps} steps per fit (`trainer.max_steps`, no `max_time`), the same for every "
-        f"variant; seeds {', '.join(map(str, budget.seeds))} (`seed_everything`)",
+        f"variant; seeds {', '.join(map(str, budget.seeds))} (`seed_everything`); `untrained`: seed "
+        f"{', '.join(map(str, budget.seeds[:UNTRAINED_SEEDS]))} only (a chance reference)",
         f"- evaluation: {pairs_line(budget)}, drawn once with pair seed {budget.pair_seed} and shared by "
         f"every method and seed; the novel-view validation line over {budget.val_objects} held-out val objects",
         f"- data: made by `featurenerf data synth` ({budget.objects} objects × {budget.views} views × "
@@ -333,7 +334,7 @@ def _intro_lines(command: str, method: str) -> list[str]:
         "Methods: `featurenerf` (internal features v_NeRF, distillation + L_coord), `featurenerf_v` (its "
         "rendered distilled features), `featurenerf_nocoord` (trained with `model.coord_weight: 0`), "
         "`pixelnerf` (distillation and L_coord off), `teacher_2d` (the 2D teacher's map), `untrained` "
-        "(the model built from the config with the seed, no training: chance), `copy_input` (novel views: "
+        "(the model built from the config with the first seed, no training: chance), `copy_input` (novel views: "
         "the input view taken as the target).",
         "",
         "`canonical_coords` rows measure the coordinate head x̂ of the variants trained with L_coord "
