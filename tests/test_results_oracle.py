@@ -108,3 +108,22 @@ def test_no_oracle_plans_neither_its_fit_nor_its_evaluation(tmp_path: Path, caps
     assert "parts_oracle" in capsys.readouterr().out
     assert main([*common, "--seeds", "0", "1", "--no-oracle", "--dry-run"]) == 0
     assert "parts_oracle" not in capsys.readouterr().out
+
+
+def test_a_missed_oracle_check_points_to_what_was_tried_and_a_met_one_does_not() -> None:
+    from featurenerf.results.report import ORACLE_MISS_NOTE, _category_section
+
+    def section(value: float) -> str:
+        stats = {
+            "part_seg_3d": {
+                "cross_inst/mIoU": {"featurenerf": _ci(0.5), f"{ORACLE}:featurenerf_v": _ci(0.9)},
+                "cross_view/mIoU": {"featurenerf": _ci(0.5), f"{ORACLE}:featurenerf_v": _ci(value)},
+            }
+        }
+        return "\n".join(_category_section("toy_cars", stats, {}, [], {})[0])
+
+    missed, met = section(0.6), section(0.85)
+    assert "- NOT met: part_seg_3d / cross_view/mIoU >= 80% (oracle, featurenerf_v)" in missed
+    assert f"- {ORACLE_MISS_NOTE}" in missed and "`docs/oracle.md`" in ORACLE_MISS_NOTE
+    assert "- met: part_seg_3d / cross_view/mIoU >= 80% (oracle, featurenerf_v)" in met
+    assert ORACLE_MISS_NOTE not in met
