@@ -139,7 +139,7 @@ def test_compare_takes_a_study_on_a_prefix_of_the_pairs(tmp_path) -> None:
     import json
 
     from featurenerf.errors import ConfigError
-    from featurenerf.results.compare import _sha256_head, _sha256_json, compare
+    from featurenerf.results.compare import _digest, _head, _sha256_json, compare
 
     pairs = {
         "cross_inst_pairs": [{"src": "a", "trg": "b", "view": v} for v in range(5)],
@@ -148,9 +148,10 @@ def test_compare_takes_a_study_on_a_prefix_of_the_pairs(tmp_path) -> None:
     long, short = tmp_path / "long.json", tmp_path / "short.json"
     long.write_text(json.dumps(pairs))
     short.write_text(json.dumps({k: v[:3] for k, v in pairs.items()}, indent=2))
-    assert _sha256_head(long, 3) == _sha256_json(short) != _sha256_json(long)
+    head3 = _digest(_head(json.loads(long.read_text()), 3))
+    assert head3 == _sha256_json(short) != _sha256_json(long)
     a = _report([0.5, 0.7, 0.9, 0.1, 0.1], pairs=_sha256_json(long))
-    a["digests"]["toy_chairs"]["pairs_head"] = {"3": _sha256_head(long, 3), "5": _sha256_json(long)}
+    a["digests"]["toy_chairs"]["pairs_head"] = {"3": head3, "5": _sha256_json(long)}
     b = _report([0.4, 0.6, 0.8], pairs=_sha256_json(short))
     for x, y in ((a, b), (b, a)):
         lines, skipped = compare(x, y, ("x.json", "y.json"), replicates=200)

@@ -2,7 +2,7 @@
 
 Default budget (2 CPU cores): toy cars and toy chairs, seeds 0 and 1, {cpu_steps} steps per fit,
 {cpu_pairs} pairs per kind (the protocol's minimum; evaluation is about half of the time; the whole
-study took 60 min on 2 cores of an AVX-512 BF16 CPU, about three times as long on older ones: see the README). ``--device cuda`` runs on a GPU with a longer default
+study took 57 min on 2 cores of an AVX-512 BF16 CPU, about three times as long on older ones: see the README). ``--device cuda`` runs on a GPU with a longer default
 budget ({gpu_steps} steps, {gpu_pairs} pairs). Anything not recognised here is passed to every fit and evaluation as a config override, e.g.
 ``--model.encoder efficientnet_lite0`` (a variant's own overrides still win: ``pixelnerf`` keeps its zero
 distillation weight under ``--model.distill_weight 0.25``). Rerunning is cheap: finished fits and evaluations are reused.

@@ -59,19 +59,13 @@ def _head(raw: dict, count: int) -> dict:
     return {k: v[:count] for k, v in raw.items()}
 
 
-def _sha256_head(path: Path, count: int) -> str:
-    """Digest of the first ``count`` pairs of each kind of a pairs file, as :func:`_sha256_json` gives it
-    for a file that holds just those (a study evaluated on ``count`` pairs)."""
-    return _digest(_head(json.loads(path.read_text()), count))
-
-
 def study_digests(jobs: list[Job]) -> dict[str, dict]:
     """Category → ``{"pairs": ..., "test_data": ..., "pairs_head": {count: ...}}`` digests (None where
     unknown, or where the category's evaluations did not all use the same pairs). ``pairs_head`` has the
     digest of the first ``count`` pairs for every count a task was evaluated on (``--task-pairs``), so a
     study whose pairs are a prefix of this one's compares on them."""
     files: dict[str, list[Path]] = {}
-    heads: dict[str, dict[str, str]] = {}
+    counts: dict[str, set[int]] = {}
     roots: dict[str, Path] = {}
     for job in jobs:
         if job.kind == "prepare" and "--root" in job.argv:
@@ -79,11 +73,12 @@ def study_digests(jobs: list[Job]) -> dict[str, dict]:
         path = job.run_dir / "tasks" / "pairs.json"
         if job.kind == "eval" and path.is_file():
             files.setdefault(job.category, []).append(path)
-            counts = {job.spec.get("pairs"), *job.spec.get("task_pairs", {}).values()} - {None}
-            heads.setdefault(job.category, {}).update({str(n): "" for n in counts})
+            n = {job.spec.get("pairs"), *job.spec.get("task_pairs", {}).values()} - {None}
+            counts.setdefault(job.category, set()).update(n)
     # An evaluation whose tasks took fewer pairs (the oracle has no keypoint task) wrote the first ones:
     # the category's pairs are the longest list when every other is its prefix.
     pairs: dict[str, set[str]] = {}
+    heads: dict[str, dict[str, str]] = {}
     for cat, paths in files.items():
         loaded = [json.loads(p.read_text()) for p in paths]  # each file read once
         longest = max(loaded, key=lambda raw: len(raw.get("cross_inst_pairs", [])))
@@ -91,7 +86,7 @@ def study_digests(jobs: list[Job]) -> dict[str, dict]:
             n = len(raw.get("cross_inst_pairs", []))
             prefix = raw == _head(longest, n)
             pairs.setdefault(cat, set()).add(_digest(longest if prefix else raw))
-        heads[cat] = {n: _digest(_head(longest, int(n))) for n in heads.get(cat, {})}
+        heads[cat] = {str(n): _digest(_head(longest, n)) for n in sorted(counts.get(cat, ()))}
     out = {}
     for cat in {**roots, **pairs}:
         found = pairs.get(cat, set())
@@ -101,7 +96,7 @@ def study_digests(jobs: list[Job]) -> dict[str, dict]:
             "test_data": digest_of_test_split(root) if root else None,
         }
         if len(found) == 1 and heads.get(cat):
-            out[cat]["pairs_head"] = dict(sorted(heads[cat].items(), key=lambda kv: int(kv[0])))
+            out[cat]["pairs_head"] = heads[cat]
     return out
 
 
